@@ -1,0 +1,107 @@
+"""Typed pipeline configuration: a frozen pydantic tree loaded from pipelines/*.yaml, with dotted CLI overrides.
+
+An unknown key or a wrong type is an error that names the key and the file, before any work starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NormaliseConfig(Section):
+    fps: Literal[25] = 25                        # the sample schema fixes 25 fps
+    audio_rate: Literal[16000] = 16000           # and 16 kHz audio
+    wav_beside: bool = True                      # use <video>.wav beside a video that has no audio stream
+    min_seconds: float = Field(1.0, gt=0)        # shorter videos are dropped
+
+
+class FaceTrackConfig(Section):
+    detector: Literal["full_range", "short_range"] = "full_range"   # MediaPipe face detection model
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    detect_max_side: int = Field(640, ge=64)     # detection runs on frames downscaled to this
+    multi_face: Literal["dominant", "drop"] = "dominant"
+    multi_face_min_fraction: float = Field(0.1, ge=0, le=1)   # another face in more frames than this counts
+    max_gap_s: float = Field(0.5, ge=0)          # shorter face dropouts are interpolated
+    min_clip_s: float = Field(1.0, gt=0)         # shorter face-continuous spans are not kept
+    crop_size: int = Field(512, ge=64)
+    crop_scale: float = Field(2.0, gt=0)         # crop side / detected face box side
+    crop_smooth_s: float = Field(0.5, ge=0)      # Gaussian sigma of the crop centre/size track (zero phase)
+    crf: int = Field(18, ge=0, le=51)
+
+
+class LandmarksConfig(Section):
+    backend: Literal["mediapipe", "fan"] = "mediapipe"
+    min_found_fraction: float = Field(0.8, ge=0, le=1)
+    fan_weights: str | None = None               # a local 2DFAN4 .pth.tar; default: torch hub cache
+    device: str = "cpu"
+
+
+class PoseConfig(Section):
+    smooth_s: float = Field(0.2, ge=0)           # Savitzky-Golay window (centred, no lag)
+    gaze_smooth_s: float = Field(0.12, ge=0)
+
+
+class QualityConfig(Section):
+    silence_dbfs: float = -60.0                  # RMS below this: the audio track is flagged silent
+    small_face_px: float = 48.0                  # inter-ocular distance below this in the source: flagged
+
+
+class WriteConfig(Section):
+    samples_per_shard: int = Field(64, ge=1)
+
+
+class PipelineConfig(Section):
+    normalise: NormaliseConfig = NormaliseConfig()
+    facetrack: FaceTrackConfig = FaceTrackConfig()
+    landmarks: LandmarksConfig = LandmarksConfig()
+    pose: PoseConfig = PoseConfig()
+    quality: QualityConfig = QualityConfig()
+    write: WriteConfig = WriteConfig()
+
+
+class ConfigError(ValueError):
+    """A config mistake, reported with the file and the key."""
+
+
+def _set_dotted(tree: dict, dotted: str, value: object) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'facetrack.crop_size=256' -> ('facetrack.crop_size', 256); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected key.path=value")
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    origin = str(path) if path else "defaults"
+    tree: dict = {}
+    if path:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{origin}: cannot read pipeline config ({err})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{origin}: expected a mapping at the top level")
+    for item in overrides:
+        _set_dotted(tree, *parse_override(item))
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"{origin}: {problems}") from None

@@ -1,0 +1,210 @@
+"""Media I/O through ffmpeg: probe, stream frames in and out, cut and convert audio.
+
+Frames stream through pipes so memory stays bounded by one frame, whatever the clip length.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import ffmpeg
+import numpy as np
+
+
+class MediaError(Exception):
+    """A media file that ffmpeg cannot read or write; the message is meant for people."""
+
+
+def require_ffmpeg() -> None:
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(
+            f"{' and '.join(missing)} not found on PATH. Install FFmpeg (Debian/Ubuntu: apt-get install ffmpeg; "
+            "conda: conda install -c conda-forge ffmpeg) and try again."
+        )
+
+
+def ffmpeg_version() -> str:
+    out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout
+    return out.split("\n", 1)[0].replace("ffmpeg version ", "").split(" Copyright")[0]
+
+
+def _safe(path: str | Path) -> str:
+    # A name beginning with '-' would be read by ffmpeg as an option; an absolute path never is.
+    return str(Path(path).absolute())
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    duration: float
+    width: int                 # as displayed, rotation applied
+    height: int
+    fps: float
+    rotation: int              # degrees from the display matrix / rotate tag
+    has_audio: bool
+    video_codec: str
+    audio_codec: str | None
+    audio_rate: int | None
+    frames: int | None         # container's frame count where known
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _rotation(stream: dict) -> int:
+    tags = stream.get("tags", {})
+    if "rotate" in tags:
+        return int(float(tags["rotate"])) % 360
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:
+            return int(-float(side["rotation"])) % 360
+    return 0
+
+
+def _rate(text: str | None) -> float:
+    if not text or text in ("0/0", "0"):
+        return 0.0
+    num, _, den = text.partition("/")
+    return float(num) / float(den or 1)
+
+
+def _ffprobe(path: str | Path) -> dict:
+    try:
+        return ffmpeg.probe(_safe(path))
+    except ffmpeg.Error as err:
+        detail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
+        raise MediaError(f"ffprobe cannot read it ({detail[0]})") from None
+
+
+def has_audio(path: str | Path) -> bool:
+    return any(s.get("codec_type") == "audio" for s in _ffprobe(path).get("streams", []))
+
+
+def probe(path: str | Path) -> ProbeInfo:
+    """ffprobe a file; MediaError with a readable reason when it is not a playable video."""
+    info = _ffprobe(path)
+    streams = info.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"
+                  and not s.get("disposition", {}).get("attached_pic")), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None:
+        raise MediaError("no video stream")
+    duration = float(info.get("format", {}).get("duration") or video.get("duration") or 0.0)
+    rotation = _rotation(video)
+    w, h = int(video.get("width", 0)), int(video.get("height", 0))
+    if rotation in (90, 270):
+        w, h = h, w
+    frames = video.get("nb_frames")
+    return ProbeInfo(
+        duration=duration, width=w, height=h,
+        fps=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
+        rotation=rotation, has_audio=audio is not None, video_codec=video.get("codec_name", "?"),
+        audio_codec=audio.get("codec_name") if audio else None,
+        audio_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
+        frames=int(frames) if frames and frames.isdigit() else None,
+    )
+
+
+def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: float | None = None,
+                size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames at a constant `fps` (ffmpeg's fps filter), rotation applied, optionally resized.
+
+    `size` is (width, height) of the frames as displayed; ffmpeg autorotates before the filters run.
+    """
+    args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{start:.6f}"]
+    if duration is not None:
+        args += ["-t", f"{duration:.6f}"]
+    vf = f"fps={fps}"
+    if size is not None:
+        vf += f",scale={size[0]}:{size[1]}:flags=area"
+        width, height = size
+    else:
+        info = probe(path)
+        width, height = info.width, info.height
+    args += ["-i", _safe(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    frame_bytes = width * height * 3
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while True:
+            buf = proc.stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                break
+            yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+        if proc.wait() != 0 and err:
+            raise MediaError(f"decoding failed: {err.splitlines()[-1]}")
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264 at a constant frame rate, no audio."""
+
+    def __init__(self, path: str | Path, *, width: int, height: int, fps: float, crf: int = 18,
+                 preset: str = "veryfast"):
+        self.path = Path(path)
+        self.frames = 0
+        args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", "-an", "-c:v", "libx264",
+                "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-threads", "1",
+                "-bitexact", "-movflags", "+faststart", "-f", "mp4", _safe(self.path)]
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def write(self, frame: np.ndarray) -> None:
+        self._proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        self.frames += 1
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        err = self._proc.stderr.read().decode(errors="replace")
+        if self._proc.wait() != 0:
+            raise MediaError(f"encoding failed: {err.strip()[-300:]}")
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _run(args: list[str], what: str) -> bytes:
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], capture_output=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
+        raise MediaError(f"{what} failed: {tail[0]}")
+    return proc.stdout
+
+
+def extract_audio(path: str | Path, out_wav: str | Path, *, rate: int, start: float = 0.0,
+                  duration: float | None = None) -> None:
+    """Decode the first audio stream to mono s16 PCM at `rate`, padded with silence to `duration`."""
+    args = ["-ss", f"{start:.6f}"]
+    if duration is not None:
+        args += ["-t", f"{duration:.6f}"]
+    args += ["-i", _safe(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate)]
+    if duration is not None:
+        args += ["-af", "apad", "-t", f"{duration:.6f}"]
+    _run([*args, "-c:a", "pcm_s16le", _safe(out_wav)], "audio extraction")
+
+
+def read_wav(path: str | Path) -> np.ndarray:
+    """Mono PCM wav written by extract_audio -> float32 samples in -1..1."""
+    raw = _run(["-i", _safe(path), "-f", "s16le", "-ac", "1", "-"], "audio read")
+    return np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
+
+
+def encode_flac(wav: str | Path, *, start: float, duration: float) -> bytes:
+    """Cut [start, start+duration) of a wav, padded with silence to exactly `duration`, as FLAC bytes."""
+    return _run(["-ss", f"{start:.6f}", "-i", _safe(wav), "-af", "apad", "-t", f"{duration:.6f}",
+                 "-c:a", "flac", "-bitexact", "-f", "flac", "-"], "FLAC encoding")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()

@@ -1,0 +1,93 @@
+"""The extraction pipeline, top to bottom: which stages run on each input video, in order.
+
+All stages of one video run in the same worker, so a clip's intermediate files stay on that worker's disk.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from rich.table import Table
+
+from .config import PipelineConfig
+from .schema import ClipRecord, VideoSpec
+from .stages.base import Resources, Stage
+from .stages.encode import EncodeStage
+from .stages.facetrack import FaceTrackStage
+from .stages.headpose import HeadPoseStage
+from .stages.landmarks import LandmarksStage
+from .stages.normalise import NormaliseStage
+from .stages.probe import ProbeStage
+from .stages.quality import QualityStage
+
+
+def build_stages(cfg: PipelineConfig) -> list[Stage]:
+    crop = cfg.facetrack
+    return [
+        ProbeStage(cfg.normalise),                  # 1:1  ffprobe: streams, duration, fps, rotation
+        NormaliseStage(cfg.normalise),              # 1:1  16 kHz mono audio; video is 25 fps on read
+        FaceTrackStage(crop),                       # 1:N  one clip per face-continuous span, cropped video.mp4
+        LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  478-point mesh (+ FAN 68 if chosen)
+        HeadPoseStage(cfg.pose, crop.crop_size),    # 1:1  yaw/pitch/roll, centre, scale; gaze
+        QualityStage(cfg.quality, crop.crop_size),  # 1:1  figures and flags
+        EncodeStage(crop.crop_size),                # 1:1  the sample's members as bytes
+    ]
+
+
+def check_wiring(stages: list[Stage]) -> None:
+    """Every stage's inputs must be produced by an earlier stage (a programming error otherwise)."""
+    have: set[str] = set()
+    for stage in stages:
+        missing = set(stage.inputs()) - have
+        if missing:
+            raise ValueError(f"stage {stage.name} needs {sorted(missing)}, which no earlier stage produces")
+        have |= set(stage.outputs())
+
+
+def worker_resources(stages: list[Stage]) -> Resources:
+    """Stages run one after another in a worker, so it needs the largest of their demands."""
+    return Resources(cpus=max(s.resources.cpus for s in stages), gpus=max(s.resources.gpus for s in stages))
+
+
+def describe(stages: list[Stage]) -> Table:
+    table = Table(title="pipeline", show_lines=False)
+    for column in ("#", "stage", "reads", "writes", "cpus", "gpus"):
+        table.add_column(column)
+    for i, s in enumerate(stages, 1):
+        table.add_row(str(i), s.name, ", ".join(s.inputs()), ", ".join(s.outputs()),
+                      f"{s.resources.cpus:g}", f"{s.resources.gpus:g}")
+    return table
+
+
+class VideoProcessor:
+    """Runs every stage on one input video; used in-process or inside a Ray actor (posetalk_data.runner)."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.stages = build_stages(cfg)
+        self._ready = False
+
+    def setup(self) -> None:
+        for stage in self.stages:
+            stage.setup()
+        self._ready = True
+
+    def versions(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for stage in self.stages:
+            out.update(stage.versions())
+        return out
+
+    def __call__(self, spec: VideoSpec) -> list[ClipRecord]:
+        if not self._ready:
+            self.setup()
+        workdir = Path(tempfile.mkdtemp(prefix="posetalk_"))
+        try:
+            records = [ClipRecord(spec=spec, workdir=workdir)]
+            for stage in self.stages:
+                records = stage.process_batch(records)
+            for r in records:   # drop what only the worker needs; members/meta travel back
+                r.arrays.clear()
+            return records
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)

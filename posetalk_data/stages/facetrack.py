@@ -1,0 +1,203 @@
+"""Stage 3, face tracking and crop (1 video -> N face clips).
+
+Pass 1 detects faces (MediaPipe face detection, offline) on downscaled frames and links them into tracks.
+The dominant track (largest face, most often) is kept; dropouts up to `max_gap_s` are interpolated and each
+face-continuous span of at least `min_clip_s` becomes a clip. Pass 2 cuts a temporally smoothed square crop
+around that track from the full-resolution frames and encodes it as the clip's `video.mp4`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from ..config import FaceTrackConfig
+from ..media import VideoWriter
+from ..schema import VIDEO_FPS, ClipRecord
+from .base import ClipFailure, Resources, Stage
+from .normalise import video_frames
+
+
+@dataclass
+class Track:
+    frames: list[int]
+    boxes: list[np.ndarray]        # x0, y0, x1, y1 in source pixels
+    scores: list[float]
+
+    @property
+    def weight(self) -> float:     # favours a large face that is present often
+        return float(sum((b[2] - b[0]) * (b[3] - b[1]) for b in self.boxes))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def link_tracks(detections: list[list[tuple[np.ndarray, float]]], max_gap: int, min_iou: float = 0.2) -> list[Track]:
+    """Greedy IoU linking of per-frame detections into tracks; a track may skip up to `max_gap` frames."""
+    tracks: list[Track] = []
+    for f, dets in enumerate(detections):
+        live = [t for t in tracks if f - t.frames[-1] <= max_gap + 1]
+        pairs = sorted(((iou(t.boxes[-1], box), i, j) for i, t in enumerate(live) for j, (box, _) in enumerate(dets)),
+                       reverse=True)
+        used_t, used_d = set(), set()
+        for overlap, i, j in pairs:
+            if overlap < min_iou or i in used_t or j in used_d:
+                continue
+            used_t.add(i), used_d.add(j)
+            live[i].frames.append(f), live[i].boxes.append(dets[j][0]), live[i].scores.append(dets[j][1])
+        for j, (box, score) in enumerate(dets):
+            if j not in used_d:
+                tracks.append(Track([f], [box], [score]))
+    return tracks
+
+
+def spans(frames: list[int], max_gap: int, min_len: int) -> list[tuple[int, int]]:
+    """Half-open frame spans [a, b) covering `frames` where no gap exceeds `max_gap`; spans shorter than min_len dropped."""
+    out, start = [], frames[0]
+    for prev, cur in zip(frames, frames[1:]):
+        if cur - prev > max_gap + 1:
+            out.append((start, prev + 1))
+            start = cur
+    out.append((start, frames[-1] + 1))
+    return [(a, b) for a, b in out if b - a >= min_len]
+
+
+def crop_track(track: Track, a: int, b: int, scale: float, sigma: float) -> np.ndarray:
+    """(b-a, 3) smoothed crop centre x, y and side in source pixels over frames [a, b), gaps interpolated."""
+    idx = np.arange(a, b)
+    boxes = np.array(track.boxes, dtype=np.float64)
+    frames = np.array(track.frames)
+    cx = np.interp(idx, frames, (boxes[:, 0] + boxes[:, 2]) / 2)
+    cy = np.interp(idx, frames, (boxes[:, 1] + boxes[:, 3]) / 2)
+    side = np.interp(idx, frames, np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])) * scale
+    crop = np.stack([cx, cy, side], 1)
+    # Offline, so a centred Gaussian smooths without lag.
+    return gaussian_filter1d(crop, sigma, axis=0, mode="nearest") if sigma > 0 else crop
+
+
+def cut_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int) -> tuple[np.ndarray, float]:
+    """Square crop (black outside the frame) resized to size x size; also the fraction that fell outside."""
+    h, w = frame.shape[:2]
+    s = max(int(round(side)), 2)
+    x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+    px0, py0, px1, py1 = max(0, -x0), max(0, -y0), max(0, x0 + s - w), max(0, y0 + s - h)
+    patch = frame[max(0, y0):min(h, y0 + s), max(0, x0):min(w, x0 + s)]
+    if px0 or py0 or px1 or py1:
+        patch = cv2.copyMakeBorder(patch, py0, py1, px0, px1, cv2.BORDER_CONSTANT, value=0)
+    outside = 1.0 - (patch.shape[0] - py0 - py1) * (patch.shape[1] - px0 - px1) / float(s * s)
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_CUBIC
+    return cv2.resize(patch, (size, size), interpolation=interp), outside
+
+
+def detect_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    k = min(1.0, max_side / max(width, height))
+    return max(2, int(width * k) // 2 * 2), max(2, int(height * k) // 2 * 2)
+
+
+class FaceTrackStage(Stage):
+    name = "facetrack"
+    resources = Resources(cpus=1)   # decode + detector, single-threaded per worker
+
+    def __init__(self, cfg: FaceTrackConfig):
+        self.cfg = cfg
+        self._detector = None
+
+    def inputs(self) -> list[str]:
+        return ["probe", "span"]
+
+    def outputs(self) -> list[str]:
+        return ["video", "crop_box", "span"]
+
+    def setup(self) -> None:
+        import mediapipe as mp
+
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1 if self.cfg.detector == "full_range" else 0,
+            min_detection_confidence=self.cfg.min_confidence)
+
+    def versions(self) -> dict[str, str]:
+        import mediapipe as mp
+
+        return {"face_detector": f"mediapipe {mp.__version__} face_detection {self.cfg.detector}"}
+
+    def detect(self, record: ClipRecord) -> list[list[tuple[np.ndarray, float]]]:
+        w, h = record.probe["width"], record.probe["height"]
+        size = detect_size(w, h, self.cfg.detect_max_side)
+        out = []
+        for frame in video_frames(record, size=size):
+            found = self._detector.process(frame).detections or []
+            dets = []
+            for d in found:
+                r = d.location_data.relative_bounding_box
+                dets.append((np.array([r.xmin * w, r.ymin * h, (r.xmin + r.width) * w, (r.ymin + r.height) * h]),
+                             float(d.score[0])))
+            out.append(dets)
+        return out
+
+    def process(self, record: ClipRecord) -> list[ClipRecord]:
+        if self._detector is None:
+            self.setup()
+        cfg, fps = self.cfg, VIDEO_FPS
+        detections = self.detect(record)
+        n = len(detections)
+        if n == 0:
+            raise ClipFailure("no frames could be decoded")
+        max_gap = int(round(cfg.max_gap_s * fps))
+        tracks = link_tracks(detections, max_gap)
+        if not tracks:
+            raise ClipFailure("no face found in any frame")
+        main = max(tracks, key=lambda t: t.weight)
+        other = {f for t in tracks if t is not main for f in t.frames}
+        multi = len(other & set(main.frames)) / len(main.frames)
+        if multi > cfg.multi_face_min_fraction and cfg.multi_face == "drop":
+            raise ClipFailure(f"several faces: a second face in {multi:.0%} of the frames (policy: drop)")
+        found = spans(main.frames, max_gap, int(round(cfg.min_clip_s * fps)))
+        if not found:
+            raise ClipFailure(f"no face-continuous span of at least {cfg.min_clip_s:g} s "
+                              f"(face found in {len(main.frames) / n:.0%} of {n} frames)")
+        clips = [self._new_clip(record, a, b, main, multi) for a, b in found]
+        self._write_crops(record, clips, found)
+        return clips
+
+    def _new_clip(self, record: ClipRecord, a: int, b: int, track: Track, multi: float) -> ClipRecord:
+        clip = copy.deepcopy(record)
+        clip.start, clip.end = record.start + a / VIDEO_FPS, record.start + b / VIDEO_FPS
+        clip.workdir = record.workdir / f"clip_{a:07d}"
+        clip.workdir.mkdir(parents=True, exist_ok=True)
+        clip.video = clip.workdir / "video.mp4"
+        clip.arrays["crop_box"] = crop_track(track, a, b, self.cfg.crop_scale, self.cfg.crop_smooth_s * VIDEO_FPS)
+        present = [f for f in track.frames if a <= f < b]
+        scores = [s for f, s in zip(track.frames, track.scores) if a <= f < b]
+        clip.meta.update(audio_offset=a / VIDEO_FPS, face_present_fraction=len(present) / (b - a),
+                         detection_score=float(np.mean(scores)), multi_face_fraction=multi)
+        if multi > self.cfg.multi_face_min_fraction:
+            clip.flags.append("multi_face")
+        return clip
+
+    def _write_crops(self, record: ClipRecord, clips: list[ClipRecord], found: list[tuple[int, int]]) -> None:
+        size = self.cfg.crop_size
+        writers = [VideoWriter(c.video, width=size, height=size, fps=VIDEO_FPS, crf=self.cfg.crf) for c in clips]
+        outside = [0.0] * len(clips)
+        try:
+            for f, frame in enumerate(video_frames(record)):
+                for i, (a, b) in enumerate(found):
+                    if a <= f < b:
+                        cx, cy, side = clips[i].arrays["crop_box"][f - a]
+                        crop, out = cut_square(frame, cx, cy, side, size)
+                        outside[i] = max(outside[i], out)
+                        writers[i].write(crop)
+        finally:
+            for w in writers:
+                w.close()
+        for clip, (a, b), w, out in zip(clips, found, writers, outside):
+            if w.frames != b - a:   # the second decode must see the same frames as the first
+                raise ClipFailure(f"decoded {w.frames} frames for span {a}-{b} on the second pass")
+            clip.meta["crop_outside_fraction"] = out

@@ -1,0 +1,157 @@
+"""Stage 4, dense landmarks on the face crop.
+
+MediaPipe Face Mesh (478 points with iris, weights inside the mediapipe wheel) always runs: the pose and gaze
+stages need its 3D mesh. `landmarks.backend` picks what is stored as `landmarks.npy`: that mesh, or the 68 points
+of FAN (face-alignment's 2DFAN4), loaded from the torch hub cache or a local file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..config import LandmarksConfig
+from ..media import read_frames
+from ..schema import VIDEO_FPS, ClipRecord
+from .base import ClipFailure, Resources, Stage
+
+FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
+FAN_URL = f"https://www.adrianbulat.com/downloads/python-fan/{FAN_FILE}"
+
+
+def fill_gaps(points: np.ndarray) -> np.ndarray:
+    """Linearly interpolate frames that are all-NaN (no face found) from their neighbours in time."""
+    found = ~np.isnan(points).reshape(len(points), -1).any(1)
+    if found.all() or not found.any():
+        return points
+    t = np.arange(len(points))
+    flat = points.reshape(len(points), -1)
+    filled = np.stack([np.interp(t, t[found], flat[found, j]) for j in range(flat.shape[1])], 1)
+    return filled.reshape(points.shape).astype(points.dtype)
+
+
+def fan_weights_path(cfg: LandmarksConfig) -> Path:
+    if cfg.fan_weights:
+        return Path(cfg.fan_weights).expanduser()
+    # torch.hub.get_dir()'s rule, without importing torch (seconds) just to say a file is missing
+    cache = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(cache).expanduser() / "hub" / "checkpoints" / FAN_FILE
+
+
+class FanLandmarks:
+    """face-alignment's FAN network run on our own face crops (its detector is not needed)."""
+
+    def __init__(self, weights: Path, device: str = "cpu"):
+        import torch
+        from face_alignment.models import FAN
+
+        state = torch.load(weights, map_location=device, weights_only=True)
+        modules = len({k.split(".")[0] for k in state if k.startswith("m") and k.split(".")[0][1:].isdigit()})
+        self.net = FAN(num_modules=modules).to(device).eval()
+        self.net.load_state_dict(state)
+        self.device = device
+
+    def __call__(self, frames: list[np.ndarray], face_side: float) -> tuple[np.ndarray, np.ndarray]:
+        """Frames with a centred face of `face_side` px -> (n, 68, 2) pixel points and (n, 68) heatmap scores."""
+        import torch
+        from face_alignment.utils import CENTER_Y_OFFSET, crop, get_preds_fromhm
+
+        size = frames[0].shape[0]
+        center = np.array([size / 2, size / 2 - face_side * CENTER_Y_OFFSET])
+        scale = 2 * face_side / 195.0      # face-alignment's detectors use a reference scale of 195
+        batch = np.stack([crop(f, center, scale).transpose(2, 0, 1) for f in frames]).astype(np.float32) / 255
+        with torch.no_grad():
+            heat = self.net(torch.from_numpy(batch).to(self.device))
+        heat = (heat[-1] if isinstance(heat, list) else heat).float().cpu().numpy()
+        _, points, scores = get_preds_fromhm(heat, center, scale)
+        return points.reshape(len(frames), 68, 2), scores.reshape(len(frames), 68)
+
+
+class LandmarksStage(Stage):
+    name = "landmarks"
+    resources = Resources(cpus=1)
+
+    def __init__(self, cfg: LandmarksConfig, crop_scale: float):
+        self.cfg = cfg
+        self.crop_scale = crop_scale
+        self._mesh = None
+        self._fan = None
+
+    def inputs(self) -> list[str]:
+        return ["video"]
+
+    def outputs(self) -> list[str]:
+        return ["mesh", "landmarks"]
+
+    def check(self) -> None:
+        """Fail before any work when the selected backend's weights are missing."""
+        if self.cfg.backend == "fan" and not fan_weights_path(self.cfg).is_file():
+            raise FileNotFoundError(
+                f"FAN landmark weights not found at {fan_weights_path(self.cfg)}. On a machine with internet, "
+                f"download {FAN_URL} and place it there (the torch hub cache, $TORCH_HOME/hub/checkpoints), or set "
+                "landmarks.fan_weights=/path/to/file in the pipeline YAML or as an override; or use "
+                "landmarks.backend=mediapipe, which needs no download.")
+
+    def setup(self) -> None:
+        import mediapipe as mp
+
+        self.check()
+        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
+                                                     refine_landmarks=True, min_detection_confidence=0.5,
+                                                     min_tracking_confidence=0.5)
+        if self.cfg.backend == "fan":
+            self._fan = FanLandmarks(fan_weights_path(self.cfg), self.cfg.device)
+
+    def versions(self) -> dict[str, str]:
+        import mediapipe as mp
+
+        out = {"face_mesh": f"mediapipe {mp.__version__} face_mesh refine_landmarks (478 points)"}
+        if self.cfg.backend == "fan":
+            import face_alignment
+
+            out["landmarks"] = f"face-alignment {face_alignment.__version__} {fan_weights_path(self.cfg).name}"
+        return out
+
+    def process(self, record: ClipRecord) -> ClipRecord:
+        if self._mesh is None:
+            self.setup()
+        frames_seen, mesh, fan_points, fan_scores = 0, [], [], []
+        batch: list[np.ndarray] = []
+        size = None
+        for frame in read_frames(record.video, fps=VIDEO_FPS):
+            size = frame.shape[0]
+            frames_seen += 1
+            result = self._mesh.process(frame).multi_face_landmarks
+            if result:
+                mesh.append([(p.x, p.y, p.z) for p in result[0].landmark])
+            else:
+                mesh.append(np.full((478, 3), np.nan))
+            if self._fan is not None:
+                batch.append(frame)
+                if len(batch) == 16:
+                    self._run_fan(batch, size, fan_points, fan_scores)
+        if self._fan is not None and batch:
+            self._run_fan(batch, size, fan_points, fan_scores)
+        mesh = np.asarray(mesh, dtype=np.float32)
+        found = float((~np.isnan(mesh[:, 0, 0])).mean()) if frames_seen else 0.0
+        if found < self.cfg.min_found_fraction:
+            raise ClipFailure(f"face mesh found in only {found:.0%} of the crop's frames "
+                              f"(minimum {self.cfg.min_found_fraction:.0%})")
+        record.arrays["mesh"] = fill_gaps(mesh)
+        record.meta["landmarks_found_fraction"] = found
+        if self._fan is None:
+            record.arrays["landmarks"] = record.arrays["mesh"]
+            record.meta["landmark_confidence"] = record.meta.get("detection_score")
+        else:
+            pts = np.concatenate(fan_points) / size
+            record.arrays["landmarks"] = np.concatenate([pts, np.zeros_like(pts[..., :1])], -1).astype(np.float32)
+            record.meta["landmark_confidence"] = float(np.concatenate(fan_scores).mean())
+        record.meta["landmarks_backend"] = self.cfg.backend
+        return record
+
+    def _run_fan(self, batch: list[np.ndarray], size: int, points: list, scores: list) -> None:
+        p, s = self._fan(batch, size / self.crop_scale)
+        points.append(p)
+        scores.append(s)
+        batch.clear()

@@ -1,0 +1,69 @@
+"""Stage 2, normalise: 16 kHz mono audio for the clip's span, and the constant-25-fps video plan.
+
+The video is normalised on read (`video_frames`): ffmpeg applies the rotation metadata and its fps filter while
+decoding, so no intermediate video is written and every later pass sees the same 25 fps frames.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..config import NormaliseConfig
+from ..media import MediaError, extract_audio, has_audio, read_frames
+from ..schema import ClipRecord
+from .base import ClipFailure, Resources, Stage
+
+
+def video_frames(record: ClipRecord, size: tuple[int, int] | None = None, fps: int = 25) -> Iterator[np.ndarray]:
+    """The record's span of its source video as constant-fps RGB frames (rotation applied)."""
+    return read_frames(record.spec.path, fps=fps, start=record.start, duration=record.end - record.start,
+                       size=size)
+
+
+def audio_source(record: ClipRecord, wav_beside: bool) -> Path | None:
+    """Where the clip's audio comes from: an adapter-given file, the video's own track, or <name>.wav beside it."""
+    if record.spec.audio_path:
+        return Path(record.spec.audio_path)
+    if record.probe.get("has_audio"):
+        return Path(record.spec.path)
+    beside = Path(record.spec.path).with_suffix(".wav")
+    if wav_beside and beside.is_file():
+        return beside
+    return None
+
+
+class NormaliseStage(Stage):
+    name = "normalise"
+    resources = Resources(cpus=1)   # one ffmpeg audio decode/resample
+
+    def __init__(self, cfg: NormaliseConfig):
+        self.cfg = cfg
+
+    def inputs(self) -> list[str]:
+        return ["probe", "span"]
+
+    def outputs(self) -> list[str]:
+        return ["audio"]
+
+    def process(self, record: ClipRecord) -> ClipRecord:
+        source = audio_source(record, self.cfg.wav_beside)
+        if source is None:
+            raise ClipFailure("no audio: the video has no audio stream and there is no same-name .wav beside it")
+        if source != Path(record.spec.path):
+            try:
+                if not has_audio(source):
+                    raise ClipFailure(f"no audio stream in {source.name}")
+            except MediaError as err:
+                raise ClipFailure(f"unreadable audio file {source.name}: {err}") from None
+        out = record.workdir / "audio.wav"
+        # A separate audio file starts with the video, so the same span applies to both.
+        try:
+            extract_audio(source, out, rate=self.cfg.audio_rate, start=record.start,
+                          duration=record.end - record.start)
+        except MediaError as err:
+            raise ClipFailure(f"audio: {err}") from None
+        record.audio = out
+        record.meta["audio_source"] = "video" if source == Path(record.spec.path) else source.name
+        return record

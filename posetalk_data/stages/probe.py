@@ -1,0 +1,39 @@
+"""Stage 1, probe: read streams, duration, frame rate and rotation with ffprobe; reject what is not a video."""
+from __future__ import annotations
+
+from ..config import NormaliseConfig
+from ..media import MediaError, probe
+from ..schema import ClipRecord
+from .base import ClipFailure, Resources, Stage
+
+
+class ProbeStage(Stage):
+    name = "probe"
+    resources = Resources(cpus=0.1)   # one ffprobe call
+
+    def __init__(self, cfg: NormaliseConfig):
+        self.cfg = cfg
+
+    def outputs(self) -> list[str]:
+        return ["probe", "span"]
+
+    def process(self, record: ClipRecord) -> ClipRecord:
+        try:
+            info = probe(record.spec.path)
+        except MediaError as err:
+            raise ClipFailure(f"unreadable video: {err}") from None
+        if info.width <= 0 or info.height <= 0:
+            raise ClipFailure("video stream has no frame size")
+        if info.duration <= 0:
+            raise ClipFailure("video is empty (duration 0)")
+        start = record.spec.start or 0.0
+        end = record.spec.end if record.spec.end is not None else info.duration
+        if start >= info.duration:
+            raise ClipFailure(f"clip starts at {start:.2f} s, after the video ends ({info.duration:.2f} s)")
+        if end > info.duration + 0.5:
+            raise ClipFailure(f"clip ends at {end:.2f} s, past the video's end ({info.duration:.2f} s)")
+        record.start, record.end = start, min(end, info.duration)
+        if record.end - record.start < self.cfg.min_seconds:
+            raise ClipFailure(f"too short: {record.end - record.start:.2f} s < {self.cfg.min_seconds} s")
+        record.probe = info.as_dict()
+        return record

@@ -1,0 +1,63 @@
+"""Stage 7, quality figures per clip, and the flags a clip is kept with."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import QualityConfig
+from ..media import read_wav
+from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
+from .base import Resources, Stage
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+    return 20 * np.log10(max(rms, 1e-10))
+
+
+def spread(x: np.ndarray) -> float:
+    """Robust range of a track: 95th minus 5th percentile."""
+    return float(np.percentile(x, 95) - np.percentile(x, 5))
+
+
+class QualityStage(Stage):
+    name = "quality"
+    resources = Resources(cpus=0.25)
+
+    def __init__(self, cfg: QualityConfig, crop_size: int):
+        self.cfg = cfg
+        self.crop_size = crop_size
+
+    def inputs(self) -> list[str]:
+        return ["pose", "audio", "crop_box"]
+
+    def outputs(self) -> list[str]:
+        return ["quality"]
+
+    def process(self, record: ClipRecord) -> ClipRecord:
+        pose = record.arrays["pose"]
+        offset = int(round(record.meta.get("audio_offset", 0.0) * AUDIO_RATE))
+        audio = read_wav(record.audio)[offset: offset + int(len(pose) * AUDIO_RATE / VIDEO_FPS)]
+        level = rms_dbfs(audio)
+        face_px = float(np.median(pose[:, 5]))
+        crop_px = float(np.median(record.arrays["crop_box"][:, 2]))
+        figures = {
+            "face_present_fraction": record.meta["face_present_fraction"],
+            "landmark_confidence": record.meta.get("landmark_confidence"),
+            "landmarks_found_fraction": record.meta["landmarks_found_fraction"],
+            "pose_fit_rms": record.meta["pose_fit_rms"],
+            "yaw_range": spread(pose[:, 0]), "pitch_range": spread(pose[:, 1]), "roll_range": spread(pose[:, 2]),
+            "face_size_px": face_px,
+            "crop_source_px": crop_px,
+            "audio_dbfs": level,
+            "silent": level < self.cfg.silence_dbfs,
+        }
+        if figures["silent"]:
+            record.flags.append("silent_audio")
+        if face_px < self.cfg.small_face_px:
+            record.flags.append("small_face")
+        if crop_px < self.crop_size / 2:   # the crop is upsampled more than twice
+            record.flags.append("low_resolution")
+        if record.meta.get("crop_outside_fraction", 0.0) > 0.1:
+            record.flags.append("crop_outside_frame")
+        record.meta["quality"] = figures
+        return record

@@ -1,0 +1,70 @@
+"""Shared fixtures: real media from ../shared/samples, one Ray start per session, one sample build."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    if not SAMPLES.is_dir():
+        pytest.skip(f"real media not found at {SAMPLES} (the shared samples folder beside the repo)")
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def link(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def sample_input(samples: Path, tmp_path_factory) -> Path:
+    """A folder of every real sample clip, the paired clip with its .wav beside it, and broken files."""
+    root = tmp_path_factory.mktemp("sample_input")
+    for sub in ("videos", "edge"):
+        for f in sorted((samples / sub).iterdir()):
+            link(f, root / sub / f.name)
+    paired = samples / "paired" / "styletalk_feifeili_clip1"
+    link(paired / "feifeili_clip1.mp4", root / "paired" / "feifeili_clip1.mp4")
+    link(paired / "feifeili_clip1.wav", root / "paired" / "feifeili_clip1.wav")
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "notes.mp4").write_text("this is a text file with a video suffix\n")
+    shutil.copy(samples / "audio" / "hallo_1.wav", bad / "speech_only.mov")        # audio labelled as video
+    data = (samples / "videos" / "liveportrait_d11.mp4").read_bytes()
+    (bad / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    link(samples / "videos" / "grid_lbbc2a.mpg", root / "bad" / "-starts-with-dash.mpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def sample_build(sample_input: Path, ray_session, tmp_path_factory):
+    """One Ray build over sample_input, shared by the pipeline tests."""
+    from posetalk_data.build import build
+    from posetalk_data.config import load_config
+    from posetalk_data.sources.folder import folder_specs
+
+    out = tmp_path_factory.mktemp("sample_build")
+    cfg = load_config(REPO / "pipelines" / "folder.yaml", ["facetrack.crop_size=256"])
+    result = build(folder_specs(sample_input), out, cfg, source="folder", root=sample_input, workers=2)
+    return out, result

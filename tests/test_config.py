@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from posetalk_data.config import ConfigError, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
+def test_shipped_pipelines_load(name):
+    load_config(REPO / "pipelines" / name)
+
+
+def test_override_is_typed_and_applied():
+    cfg = load_config(REPO / "pipelines" / "folder.yaml", ["facetrack.crop_size=256", "facetrack.multi_face=drop"])
+    assert cfg.facetrack.crop_size == 256 and cfg.facetrack.multi_face == "drop"
+    assert parse_override("pose.smooth_s=0.5") == ("pose.smooth_s", 0.5)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("facetrack.crop_sise=256", ["facetrack.crop_sise", "folder.yaml"]),
+    ("landmarks.backend=dlib", ["landmarks.backend", "mediapipe"]),
+    ("facetrack.crop_size=tiny", ["facetrack.crop_size"]),
+    ("normalise.fps=30", ["normalise.fps"]),
+])
+def test_bad_override_names_key_and_file(override, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "pipelines" / "folder.yaml", [override])
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_key_in_yaml_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("facetrack:\n  crop_size: 256\n  smoothing: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: facetrack.smoothing"):
+        load_config(bad)

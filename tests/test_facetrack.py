@@ -1,0 +1,59 @@
+"""The face-tracking math on synthetic detections (the stage itself runs on real clips in test_build)."""
+import numpy as np
+
+from posetalk_data.stages.facetrack import crop_track, cut_square, detect_size, link_tracks, spans
+
+
+def box(x, y, s=100.0):
+    return np.array([x, y, x + s, y + s], dtype=float)
+
+
+def test_link_tracks_keeps_identities_through_a_gap():
+    dets = []
+    for f in range(40):
+        frame = [] if 10 <= f < 14 else [(box(100 + f, 100), 0.9)]   # main face, 4-frame dropout
+        if f % 2 == 0:
+            frame.append((box(600, 50, 40), 0.6))                      # a small second face every other frame
+        dets.append(frame)
+    tracks = link_tracks(dets, max_gap=5)
+    main = max(tracks, key=lambda t: t.weight)
+    assert len(main.frames) == 36 and main.frames[9] == 9 and main.frames[10] == 14
+    assert len(tracks) == 2   # the intermittent face stays one track too (gaps of 1 frame)
+
+
+def test_link_tracks_splits_on_long_gap_and_far_jump():
+    dets = [[(box(100, 100), 0.9)] for _ in range(10)] + [[] for _ in range(20)] + \
+           [[(box(100, 100), 0.9)] for _ in range(10)] + [[(box(900, 500), 0.9)] for _ in range(5)]
+    assert len(link_tracks(dets, max_gap=5)) == 3
+
+
+def test_spans_bridge_short_gaps_and_drop_short_runs():
+    frames = list(range(0, 50)) + list(range(53, 100)) + list(range(130, 140)) + list(range(200, 260))
+    assert spans(frames, max_gap=5, min_len=25) == [(0, 100), (200, 260)]
+
+
+def test_crop_track_interpolates_and_smooths_without_lag():
+    from posetalk_data.stages.facetrack import Track
+
+    frames = list(range(0, 100, 2))
+    centres = np.sin(np.array(frames) / 10) * 50 + 300
+    track = Track(frames, [box(c - 50, 200) for c in centres], [0.9] * len(frames))
+    crop = crop_track(track, 0, 99, scale=2.0, sigma=2.0)
+    assert crop.shape == (99, 3)
+    assert np.allclose(crop[:, 2], 200.0)
+    truth = np.sin(np.arange(99) / 10) * 50 + 300
+    assert np.argmax(crop[:, 0]) == np.argmax(truth)            # no lag at the peak
+    assert np.abs(crop[5:-5, 0] - truth[5:-5]).max() < 3.0
+
+
+def test_cut_square_pads_outside_and_reports_it():
+    frame = np.full((100, 200, 3), 255, np.uint8)
+    crop, outside = cut_square(frame, cx=10, cy=50, side=60, size=32)
+    assert crop.shape == (32, 32, 3)
+    assert abs(outside - 1 / 3) < 0.01          # x from -20 to 40: a third lies left of the frame
+    assert crop[:, :10].max() == 0 and crop[:, -10:].min() == 255
+
+
+def test_detect_size_keeps_aspect_and_even_sides():
+    assert detect_size(720, 1280, 640) == (360, 640)
+    assert detect_size(360, 288, 640) == (360, 288)
