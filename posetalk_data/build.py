@@ -69,7 +69,8 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
                TextColumn("{task.fields[rate]}"))
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("build", total=len(specs), rate="")
-        for spec, records in run_videos(specs, cfg, workers=workers, address=address):
+        placed = lambda nodes: console.print(f"{len(nodes)} workers on {len(set(nodes))} Ray node(s)")
+        for spec, records in run_videos(specs, cfg, workers=workers, address=address, on_start=placed):
             for record in records:
                 staging.put(record, root)
                 if record.ok:

@@ -7,7 +7,7 @@ videos in flight and receives finished samples as bytes, so workers need no shar
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .config import PipelineConfig
 from .pipeline import VideoProcessor, worker_resources
@@ -34,9 +34,19 @@ def default_workers(address: str | None = None) -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int,
-               address: str | None = None) -> Iterator[tuple[VideoSpec, list[ClipRecord]]]:
-    """Yield (spec, records) for every input video as workers finish them (in completion order)."""
+class RayVideoProcessor(VideoProcessor):
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
+def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int, address: str | None = None,
+               on_start: Callable[[list[str]], None] | None = None) -> Iterator[tuple[VideoSpec, list[ClipRecord]]]:
+    """Yield (spec, records) for every input video as workers finish them (in completion order).
+
+    `on_start` receives the Ray node id of each worker once they are placed (workers are spread over nodes).
+    """
     specs = list(specs)
     if workers == 0:
         processor = VideoProcessor(cfg)
@@ -45,8 +55,11 @@ def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int,
         return
     ray = _ensure_ray(address, None)
     need = worker_resources(VideoProcessor(cfg).stages)
-    actor_cls = ray.remote(VideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus)
+    actor_cls = ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
+                                                      scheduling_strategy="SPREAD")
     actors = [actor_cls.remote(cfg) for _ in range(min(workers, len(specs)) or 1)]
+    if on_start:
+        on_start(ray.get([a.node_id.remote() for a in actors]))
     pending: dict = {}
     queue = list(reversed(specs))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import PoseConfig
-from ..geometry import (fit_head_pose, gaze_from_iris, landmarks_to_face_frame, load_face_template,
+from ..geometry import (HeadPoseFit, fit_head_pose, gaze_from_iris, landmarks_to_face_frame, load_face_template,
                         rotation_to_euler, smooth_zero_phase)
 from ..schema import VIDEO_FPS, ClipRecord
 from .base import Resources, Stage
@@ -21,10 +21,10 @@ def mesh_in_face_frame(mesh: np.ndarray, crop_size: int) -> np.ndarray:
 
 
 def pose_track(points: np.ndarray, crop_box: np.ndarray, crop_size: int, template: np.ndarray,
-               smooth_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               smooth_s: float) -> tuple[np.ndarray, HeadPoseFit]:
     """Face-frame points (T, N, 3) in crop pixels and crop boxes (T, 3: cx, cy, side in source pixels) ->
     pose (T, 6): yaw, pitch, roll (deg), face centre x, y and scale (inter-ocular distance) in source pixels;
-    also the per-frame rotations and fit residuals."""
+    also the per-frame fit (in crop pixels)."""
     fit = fit_head_pose(points, template)
     k = crop_box[:, 2] / crop_size                       # source pixels per crop pixel
     x0 = crop_box[:, 0] - crop_box[:, 2] / 2
@@ -32,7 +32,7 @@ def pose_track(points: np.ndarray, crop_box: np.ndarray, crop_size: int, templat
     centre_x = x0 + fit.translation[:, 0] * k
     centre_y = y0 - fit.translation[:, 1] * k            # face frame y points up
     pose = np.column_stack([rotation_to_euler(fit.rotation), centre_x, centre_y, fit.scale * k])
-    return smooth_zero_phase(pose, VIDEO_FPS, smooth_s), fit.rotation, fit.rms
+    return smooth_zero_phase(pose, VIDEO_FPS, smooth_s), fit
 
 
 class HeadPoseStage(Stage):
@@ -65,10 +65,11 @@ class HeadPoseStage(Stage):
         if self._template is None:
             self.setup()
         points = mesh_in_face_frame(record.arrays["mesh"], self.crop_size)
-        pose, rotation, rms = pose_track(points, record.arrays["crop_box"], self.crop_size, self._template,
-                                         self.cfg.smooth_s)
-        gaze = smooth_zero_phase(gaze_from_iris(points, rotation), VIDEO_FPS, self.cfg.gaze_smooth_s)
+        pose, fit = pose_track(points, record.arrays["crop_box"], self.crop_size, self._template,
+                               self.cfg.smooth_s)
+        # eyes placed by the rigid fit rather than each frame's eye corners: the two eyes agree better
+        gaze = gaze_from_iris(points, fit.rotation, self._template, fit=fit)
         record.arrays["pose"] = pose.astype(np.float32)
-        record.arrays["gaze"] = gaze.astype(np.float32)
-        record.meta["pose_fit_rms"] = float(np.mean(rms))
+        record.arrays["gaze"] = smooth_zero_phase(gaze, VIDEO_FPS, self.cfg.gaze_smooth_s).astype(np.float32)
+        record.meta["pose_fit_rms"] = float(np.nanmean(fit.rms))
         return record

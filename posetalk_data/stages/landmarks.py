@@ -116,6 +116,7 @@ class LandmarksStage(Stage):
     def process(self, record: ClipRecord) -> ClipRecord:
         if self._mesh is None:
             self.setup()
+        self._mesh.reset()   # video mode tracks across frames: never carry a face over from the last clip
         frames_seen, mesh, fan_points, fan_scores = 0, [], [], []
         batch: list[np.ndarray] = []
         size = None

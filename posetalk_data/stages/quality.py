@@ -49,7 +49,7 @@ class QualityStage(Stage):
             "face_size_px": face_px,
             "crop_source_px": crop_px,
             "audio_dbfs": level,
-            "silent": level < self.cfg.silence_dbfs,
+            "silent": bool(level < self.cfg.silence_dbfs),
         }
         if figures["silent"]:
             record.flags.append("silent_audio")

@@ -1,0 +1,194 @@
+"""End to end on real media: one Ray build over every sample clip, edge case and broken file."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from posetalk_data.media import read_frames
+from posetalk_data.schema import MEMBERS
+from posetalk_data.shards import sha256_file
+
+
+def load_samples(out: Path) -> dict[str, dict]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    urls = [str(out / s["path"]) for s in manifest["shards"]]
+    return {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False)}
+
+
+def npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def decoded_frames(data: bytes, tmp: Path) -> int:
+    path = tmp / "v.mp4"
+    path.write_bytes(data)
+    return sum(1 for _ in read_frames(path, fps=25))
+
+
+def audio_seconds(data: bytes) -> float:
+    pcm = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", "-", "-f", "s16le", "-ac", "1", "-"],
+                         input=data, capture_output=True, check=True).stdout
+    return len(pcm) / 2 / 16000
+
+
+@pytest.fixture(scope="module")
+def built(sample_build):
+    out, result = sample_build
+    rows = pq.read_table(out / "samples.parquet").to_pylist()
+    failures = pq.read_table(out / "failures.parquet").to_pylist()
+    return out, result, rows, failures, load_samples(out)
+
+
+def test_every_sample_clip_becomes_a_sample(built, samples):
+    _, _, rows, failures, _ = built
+    kept_ids = {r["video_id"] for r in rows}
+    expected = {f"videos/{p.stem}" for p in (samples / "videos").iterdir()} | {"paired/feifeili_clip1"}
+    missing = expected - kept_ids
+    assert not missing, f"dropped: {[f for f in failures if f['video_id'] in missing]}"
+
+
+def test_per_frame_arrays_match_video_frames_and_audio_length(built, tmp_path):
+    _, _, rows, _, shards = built
+    assert len(shards) == len(rows)
+    for key, sample in shards.items():
+        assert set(MEMBERS) <= {k for k in sample if not k.startswith("__")}, key
+        meta = json.loads(sample["meta.json"])
+        frames = decoded_frames(sample["video.mp4"], tmp_path)
+        assert frames == meta["frames"], key
+        pose, gaze, lm = npy(sample["pose.npy"]), npy(sample["gaze.npy"]), npy(sample["landmarks.npy"])
+        assert pose.shape == (frames, 6) and pose.dtype == np.float32
+        assert gaze.shape == (frames, 4) and gaze.dtype == np.float32
+        assert lm.shape == (frames, 478, 3) and lm.dtype == np.float16
+        assert 0.0 <= np.median(lm[..., :2]) <= 1.0
+        assert abs(audio_seconds(sample["audio.flac"]) - frames / 25) <= 1 / 25, key
+
+
+def test_edge_clips_get_their_documented_outcome(built):
+    _, _, rows, failures, _ = built
+    by_id = {r["video_id"]: r for r in rows}
+    failed = {f["video_id"]: f for f in failures}
+    # digital-silence audio: kept, flagged
+    assert "silent_audio" in by_id["edge/liveportrait_d18"]["flags"] and by_id["edge/liveportrait_d18"]["silent"]
+    # no audio stream and no .wav beside it: dropped with the reason
+    assert failed["edge/liveportrait_d13"]["stage"] == "normalise"
+    assert "no audio" in failed["edge/liveportrait_d13"]["reason"]
+    # full-body shot with a small face: kept, flagged
+    assert "small_face" in by_id["edge/liveportrait_s13"]["flags"]
+    # silent video with its speech in a .wav beside it: kept, not silent
+    assert not by_id["paired/feifeili_clip1"]["silent"]
+
+
+@pytest.mark.parametrize("video_id, stage, words", [
+    ("bad/empty", "probe", "unreadable"),
+    ("bad/notes", "probe", "unreadable"),
+    ("bad/speech_only", "probe", "no video stream"),
+    ("bad/truncated", "probe", "unreadable"),
+])
+def test_broken_files_are_dropped_with_a_reason(built, video_id, stage, words):
+    failed = {f["video_id"]: f for f in built[3]}
+    assert failed[video_id]["stage"] == stage and words in failed[video_id]["reason"]
+
+
+def test_name_starting_with_dash_is_processed(built):
+    assert any(r["video_id"] == "bad/-starts-with-dash" for r in built[2])
+
+
+def test_manifest_checksums_counts_and_relative_paths(built):
+    out, result, rows, failures, _ = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["samples"] == len(rows) == sum(s["samples"] for s in manifest["shards"])
+    assert manifest["counts"]["failures"] == len(failures) == result.dropped
+    for shard in manifest["shards"]:
+        assert sha256_file(out / shard["path"]) == shard["sha256"]
+    assert all(not Path(s["path"]).is_absolute() for s in manifest["sources"])
+    assert {"mediapipe", "ffmpeg", "face_detector", "face_mesh", "face_template"} <= set(manifest["versions"])
+    assert manifest["pipeline"]["facetrack"]["crop_size"] == 256
+    assert not list(out.glob("shards/*.tmp"))
+
+
+def offset_free_mae(ours: np.ndarray, ref: np.ndarray) -> float:
+    """Mean absolute error after removing the constant offset."""
+    diff = ours - ref
+    return float(np.abs(diff - diff.mean()).mean())
+
+
+def offset_free(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """Pearson r and mean absolute error after removing the constant offset."""
+    return float(np.corrcoef(ours, ref)[0, 1]), offset_free_mae(ours, ref)
+
+
+def test_pose_tracks_3dmm_angles_on_real_video(built, samples):
+    """feifeili_clip1 (30 fps) has Deep3DFaceRecon angles per frame (row i = frame i); our shards are 25 fps."""
+    from scipy.io import loadmat
+
+    _, _, rows, _, shards = built
+    key = next(r["key"] for r in rows if r["video_id"] == "paired/feifeili_clip1")
+    pose = npy(shards[key]["pose.npy"])
+    meta = json.loads(shards[key]["meta.json"])
+    coeff = loadmat(samples / "paired/styletalk_feifeili_clip1/feifeili_clip1.mat")["coeff"]
+    pitch_ref, yaw_ref = np.rad2deg(coeff[:, 224]), np.rad2deg(coeff[:, 225])
+    t_ref = np.arange(len(coeff)) / 30.0
+    t_ours = meta["start"] + np.arange(len(pose)) / 25.0
+    inside = (t_ref >= t_ours[0]) & (t_ref <= t_ours[-1])
+    yaw = np.interp(t_ref[inside], t_ours, pose[:, 0])
+    pitch = np.interp(t_ref[inside], t_ours, pose[:, 1])
+    r_yaw, mae_yaw = offset_free(yaw, yaw_ref[inside])
+    r_pitch, mae_pitch = offset_free(pitch, -pitch_ref[inside])   # Deep3D pitch > 0 is looking down
+    print(f"feifeili via the pipeline: yaw r={r_yaw:.3f} MAE={mae_yaw:.2f} deg; "
+          f"pitch r={r_pitch:.3f} MAE={mae_pitch:.2f} deg (reference pitch std {pitch_ref.std():.2f} deg)")
+    assert r_yaw >= 0.95 and mae_yaw <= 1.5
+    # the clip's pitch varies by ~1 degree (std), so r is dominated by noise; the MAE target holds
+    assert mae_pitch <= 1.5 and r_pitch >= 0.4
+
+
+def test_keys_and_shards_identical_across_builds(samples, ray_session, tmp_path):
+    """The same input built twice (in-process, then on Ray) gives the same keys and byte-identical shards."""
+    from posetalk_data.build import build
+    from posetalk_data.config import load_config
+    from posetalk_data.sources.folder import folder_specs
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg"):
+        (root / name).symlink_to(samples / "videos" / name)
+    cfg = load_config(None, ["facetrack.crop_size=128", "write.samples_per_shard=1"])
+    a = build(folder_specs(root), tmp_path / "a", cfg, source="folder", root=root, workers=0).manifest
+    b = build(folder_specs(root), tmp_path / "b", cfg, source="folder", root=root, workers=2).manifest
+    assert a["counts"]["samples"] == 2
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert a == b
+
+
+def test_demo_build_recovers_the_known_rotation(ray_session, tmp_path):
+    """`--src demo` end to end: the pose stage recovers the rotation the demo clips were animated with."""
+    from posetalk_data.build import build
+    from posetalk_data.config import load_config
+    from posetalk_data.sources import source_specs
+
+    out = tmp_path / "demo"
+    specs, root = source_specs("demo", None, out)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml")
+    build(specs, out, cfg, source="demo", root=root, workers=2)
+    samples = load_samples(out)
+    assert len(samples) == len(specs) == 4
+    for sample in samples.values():
+        meta = json.loads(sample["meta.json"])
+        pose = npy(sample["pose.npy"])[:, :3]
+        first = round(meta["start"] * 25)
+        truth = np.load(root / meta["extra"]["ground_truth_pose"])[first:first + len(pose)]
+        for axis, name in enumerate(("yaw", "pitch", "roll")):
+            ours, ref = pose[:, axis], truth[:, axis]
+            if ref.std() > 1.0:      # the animated axes: tracked, right sign, near the right size
+                r, mae = offset_free(ours, ref)
+                gain = np.polyfit(ref, ours, 1)[0]
+                print(f"{meta['video_id']} {name}: r={r:.3f} gain={gain:.2f} MAE={mae:.2f} deg")
+                assert r > 0.97 and 0.55 < gain < 1.2, (meta["video_id"], name)
+            else:                    # the still axes stay still
+                assert offset_free_mae(ours, ref) < 2.0, (meta["video_id"], name)

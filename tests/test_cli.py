@@ -1,0 +1,48 @@
+"""The CLI: exit codes, --strict, clear errors before any work."""
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from posetalk_data.cli import app
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_strict_turns_a_dropped_clip_into_failure(samples, tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "grid.mpg").symlink_to(samples / "videos" / "grid_bbaf2n.mpg")
+    (root / "broken.mp4").write_bytes(b"\x00" * 100)
+    args = ["build", "--src", "folder", "--input", str(root), "--workers", "0", "--set", "facetrack.crop_size=128"]
+    lenient = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert lenient.exit_code == 0, lenient.output
+    assert "samples kept" in said(lenient) and "unreadable video" in said(lenient)
+    strict = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--strict"])
+    assert strict.exit_code == 1 and "1 clip(s) dropped" in said(strict)
+
+
+def test_missing_input_folder_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["build", "--src", "folder", "--input", str(tmp_path / "nope"), "--out",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2 and "does not exist" in said(result)
+
+
+def test_bad_override_names_the_key(tmp_path):
+    result = runner.invoke(app, ["build", "--src", "folder", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--set", "facetrack.crop_sise=3"])
+    assert result.exit_code == 2 and "facetrack.crop_sise" in said(result)
+
+
+def test_unknown_source_lists_the_choices(tmp_path):
+    result = runner.invoke(app, ["build", "--src", "youtube", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "folder" in said(result) and "demo" in said(result)
+
+
+def test_help_explains_the_build():
+    result = runner.invoke(app, ["build", "--help"])
+    assert result.exit_code == 0 and "--ray-address" in said(result) and "--strict" in said(result)
