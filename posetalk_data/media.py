@@ -128,17 +128,21 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
     args += ["-i", _safe(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frame_bytes = width * height * 3
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finished = False
     try:
         while True:
             buf = proc.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
+                finished = True
                 break
             yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
     finally:
+        if not finished:        # the caller stopped early: stop ffmpeg, it is not an error
+            proc.kill()
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace").strip()
         proc.stderr.close()
-        if proc.wait() != 0 and err:
+        if proc.wait() != 0 and finished and err:
             raise MediaError(f"decoding failed: {err.splitlines()[-1]}")
 
 

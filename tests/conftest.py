@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,19 @@ def sample_input(samples: Path, tmp_path_factory) -> Path:
     data = (samples / "videos" / "liveportrait_d11.mp4").read_bytes()
     (bad / "truncated.mp4").write_bytes(data[: len(data) // 3])
     link(samples / "videos" / "grid_lbbc2a.mpg", root / "bad" / "-starts-with-dash.mpg")
+    ffmpeg = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
+    # a test pattern with a tone: a real, readable video without a face
+    subprocess.run([*ffmpeg, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i",
+                    "sine=frequency=300:sample_rate=16000", "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", str(bad / "no_face.mp4")], check=True)
+    # a phone-style file: pixels stored sideways (turned clockwise), display rotation in the metadata
+    (root / "rotated").mkdir()
+    sideways = root / "sideways.tmp.mp4"
+    subprocess.run([*ffmpeg, "-i", str(samples / "edge" / "liveportrait_s13.mp4"), "-t", "2", "-vf", "transpose=1",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy", str(sideways)], check=True)
+    subprocess.run([*ffmpeg, "-i", str(sideways), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                    str(root / "rotated" / "s13_rotated.mp4")], check=True)
+    sideways.unlink()
     return root
 
 

@@ -90,10 +90,21 @@ def test_edge_clips_get_their_documented_outcome(built):
     ("bad/notes", "probe", "unreadable"),
     ("bad/speech_only", "probe", "no video stream"),
     ("bad/truncated", "probe", "unreadable"),
+    ("bad/no_face", "facetrack", "no face"),
 ])
 def test_broken_files_are_dropped_with_a_reason(built, video_id, stage, words):
     failed = {f["video_id"]: f for f in built[3]}
     assert failed[video_id]["stage"] == stage and words in failed[video_id]["reason"]
+
+
+def test_rotation_metadata_is_honoured(built):
+    """A file stored sideways with display rotation is read as displayed: upright, sizes as displayed, the head
+    upright in the crop (roll near 0, where the stored pixels would give about 90)."""
+    _, _, rows, _, shards = built
+    row = next(r for r in rows if r["video_id"] == "rotated/s13_rotated")
+    meta = json.loads(shards[row["key"]]["meta.json"])
+    assert meta["source_rotation"] in (90, 270) and meta["source_size"] == [720, 1080]
+    assert abs(np.median(npy(shards[row["key"]]["pose.npy"])[:, 2])) < 20
 
 
 def test_name_starting_with_dash_is_processed(built):
