@@ -14,7 +14,7 @@ def test_link_tracks_keeps_identities_through_a_gap():
         frame = [] if 10 <= f < 14 else [(box(100 + f, 100), 0.9)]   # main face, 4-frame dropout
         if f % 2 == 0:
             frame.append((box(600, 50, 40), 0.6))                      # a small second face every other frame
-        dets.append(frame)
+        dets.append((f, frame))
     tracks = link_tracks(dets, max_gap=5)
     main = max(tracks, key=lambda t: t.weight)
     assert len(main.frames) == 36 and main.frames[9] == 9 and main.frames[10] == 14
@@ -24,7 +24,13 @@ def test_link_tracks_keeps_identities_through_a_gap():
 def test_link_tracks_splits_on_long_gap_and_far_jump():
     dets = [[(box(100, 100), 0.9)] for _ in range(10)] + [[] for _ in range(20)] + \
            [[(box(100, 100), 0.9)] for _ in range(10)] + [[(box(900, 500), 0.9)] for _ in range(5)]
-    assert len(link_tracks(dets, max_gap=5)) == 3
+    assert len(link_tracks(list(enumerate(dets)), max_gap=5)) == 3
+
+
+def test_link_tracks_on_every_third_frame():
+    dets = [(f, [(box(100 + f, 100), 0.9)]) for f in range(0, 60, 3)]
+    (track,) = link_tracks(dets, max_gap=2)
+    assert track.frames == list(range(0, 60, 3))
 
 
 def test_spans_bridge_short_gaps_and_drop_short_runs():
