@@ -16,8 +16,8 @@ from .config import PipelineConfig
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
 from .runner import default_workers, run_videos
-from .schema import VideoSpec
-from .shards import Staging, relative_source, sha256_file, write_outputs
+from .schema import VIDEO_FPS, VideoSpec
+from .shards import Staging, relative_source, write_outputs
 
 PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "scipy", "webdataset", "pyarrow", "ray",
             "face-alignment", "torch")
@@ -75,7 +75,7 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
                 staging.put(record, root)
                 if record.ok:
                     result.kept += 1
-                    result.frames += round((record.end - record.start) * 25)
+                    result.frames += round((record.end - record.start) * VIDEO_FPS)
                 else:
                     result.dropped += 1
                     result.reasons[f"{next(iter(record.errors))}: {next(iter(record.errors.values()))}"] += 1
@@ -93,8 +93,3 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
                                     sources=sources, header=header)
     result.seconds = time.perf_counter() - started
     return result
-
-
-def verify_written(out: Path, manifest: dict) -> list[str]:
-    """Checksums of the shards the manifest lists (cheap self-check after a build)."""
-    return [s["path"] for s in manifest["shards"] if sha256_file(out / s["path"]) != s["sha256"]]

@@ -7,6 +7,7 @@ videos in flight and receives finished samples as bytes, so workers need no shar
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .config import PipelineConfig
@@ -91,8 +92,6 @@ def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int,
 
 
 def _lost(spec: VideoSpec, err: Exception) -> ClipRecord:
-    from pathlib import Path
-
     record = ClipRecord(spec=spec, workdir=Path("."))
     record.errors["worker"] = f"the worker processing this video died: {type(err).__name__}: {str(err)[:300]}"
     return record
