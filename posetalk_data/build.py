@@ -1,7 +1,8 @@
-"""`posetalk-data build` as an importable function: plan, check, run, stage, write, summarise."""
+"""`posetalk-data build` as an importable function: plan, check, run (resuming), stage, write, summarise."""
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from .config import PipelineConfig
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
 from .runner import default_workers, run_videos
-from .schema import VIDEO_FPS, VideoSpec
+from .schema import SCHEMA_VERSION, VIDEO_FPS, VideoSpec
 from .shards import Staging, relative_source, write_outputs
 
 PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "scipy", "webdataset", "pyarrow", "ray",
@@ -26,10 +27,12 @@ PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "scipy", "webdataset"
 @dataclass
 class BuildResult:
     out: Path
-    kept: int = 0
+    kept: int = 0                 # clips kept / dropped by this run (resumed videos not counted)
     dropped: int = 0
     frames: int = 0
+    resumed: int = 0              # videos already done by an earlier run of the same build
     seconds: float = 0.0
+    stage_seconds: Counter = field(default_factory=Counter)   # worker time per stage, this run
     reasons: Counter = field(default_factory=Counter)
     manifest: dict = field(default_factory=dict)
 
@@ -54,42 +57,63 @@ def preflight(processor: VideoProcessor) -> None:
             check()
 
 
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[rate]}"), console=console)
+
+
 def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str, root: Path | None,
-          workers: int | None = None, address: str | None = None, console: Console | None = None) -> BuildResult:
+          workers: int | None = None, address: str | None = None, fresh: bool = False, retry_failed: bool = False,
+          console: Console | None = None) -> BuildResult:
+    """Build (or resume building) OUT from the videos; a killed build rerun with the same arguments redoes only
+    the videos it had not finished and ends with the same manifest and shards as an uninterrupted one."""
     console = console or Console(stderr=True)
     processor = VideoProcessor(cfg)
     preflight(processor)
     console.print(describe(processor.stages))
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Staging(out)
-    workers = default_workers(address) if workers is None else workers
-    result = BuildResult(out=out)
+    if fresh:
+        shutil.rmtree(out / ".staging", ignore_errors=True)
+    versions = {**package_versions(), **processor.versions()}
+    staging = Staging(out, {"schema_version": SCHEMA_VERSION, "pipeline": cfg.model_dump(mode="json"),
+                            "versions": versions})
+    if retry_failed:
+        console.print(f"--retry-failed: {staging.forget_failed()} video(s) with failures will be processed again")
+    todo = [s for s in specs if not staging.done(s)]
+    result = BuildResult(out=out, resumed=len(specs) - len(todo))
+    if result.resumed:
+        console.print(f"resuming: {result.resumed} of {len(specs)} videos were finished by an earlier run")
     started = time.perf_counter()
-    columns = (TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[rate]}"))
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("build", total=len(specs), rate="")
+    if todo:
+        _run(todo, cfg, staging, root, result, workers=default_workers(address) if workers is None else workers,
+             address=address, console=console, started=started)
+    sources = [{"video_id": s.video_id, "path": relative_source(s.path, root), "abs_path": s.path,
+                "bytes": Path(s.path).stat().st_size if Path(s.path).is_file() else None,
+                **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
+    header = {"source": source, "pipeline": cfg.model_dump(mode="json"), "versions": versions}
+    result.manifest = write_outputs(staging, specs, out, per_shard=cfg.write.samples_per_shard, root=root,
+                                    sources=sources, header=header)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run(todo: list[VideoSpec], cfg: PipelineConfig, staging: Staging, root: Path | None, result: BuildResult, *,
+         workers: int, address: str | None, console: Console, started: float) -> None:
+    with _progress(console) as bar:
+        task = bar.add_task("build", total=len(todo), rate="")
         placed = lambda nodes: console.print(f"{len(nodes)} workers on {len(set(nodes))} Ray node(s)")
-        for spec, records in run_videos(specs, cfg, workers=workers, address=address, on_start=placed):
-            for record in records:
-                staging.put(record, root)
+        for done, (spec, video) in enumerate(run_videos(todo, cfg, workers=workers, address=address,
+                                                        on_start=placed), 1):
+            staging.put_video(spec, video.records, root)
+            result.stage_seconds.update(video.seconds)
+            for record in video.records:
                 if record.ok:
                     result.kept += 1
                     result.frames += round((record.end - record.start) * VIDEO_FPS)
                 else:
                     result.dropped += 1
-                    result.reasons[f"{next(iter(record.errors))}: {next(iter(record.errors.values()))}"] += 1
+                    stage, reason = next(iter(record.errors.items()))
+                    result.reasons[f"{stage}: {reason}"] += 1
             elapsed = max(time.perf_counter() - started, 1e-6)
-            done = bar.tasks[0].completed + 1
             bar.update(task, advance=1, rate=f"{done / elapsed:.2f} videos/s  {result.kept / elapsed:.2f} clips/s  "
                                              f"{result.frames / elapsed:.1f} frames/s  kept {result.kept}  "
                                              f"dropped {result.dropped}")
-    sources = [{"video_id": s.video_id, "path": relative_source(s.path, root), "abs_path": s.path,
-                "bytes": Path(s.path).stat().st_size if Path(s.path).is_file() else None,
-                **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
-    header = {"source": source, "pipeline": cfg.model_dump(mode="json"),
-              "versions": {**package_versions(), **processor.versions()}}
-    result.manifest = write_outputs(staging, out, per_shard=cfg.write.samples_per_shard, root=root,
-                                    sources=sources, header=header)
-    result.seconds = time.perf_counter() - started
-    return result

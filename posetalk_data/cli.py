@@ -41,9 +41,16 @@ def build(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Parallel workers (default: one per "
                                                                         "CPU; 0 runs in this process, no Ray)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any clip was dropped."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Process again the videos that have a row in "
+                                                                    "failures.parquet (everything else is kept)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard clips staged in OUT by an earlier run instead of "
+                                                      "resuming (needed after changing the pipeline config)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log stage details (tracebacks of failed clips)."),
 ) -> None:
-    """Turn talking-face videos into WebDataset shards: face crop, 16 kHz audio, landmarks, head pose, gaze."""
+    """Turn talking-face videos into WebDataset shards: face crop, 16 kHz audio, landmarks, head pose, gaze.
+
+    A build that is interrupted resumes when run again with the same command: finished videos are not redone.
+    """
     from .build import build as run_build
     from .media import require_ffmpeg
     from .sources import source_specs
@@ -61,7 +68,7 @@ def build(
     console.print(f"{len(specs)} videos from source [bold]{src}[/] -> {out}")
     try:
         result = run_build(specs, out, cfg, source=src, root=root, workers=workers, address=ray_address,
-                           console=console)
+                           fresh=fresh, retry_failed=retry_failed, console=console)
     except (FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     print_summary(result)
@@ -78,11 +85,15 @@ def print_summary(result) -> None:
     table.add_row("samples kept", str(counts["samples"]))
     table.add_row("shards", str(counts["shards"]))
     table.add_row("hours", f"{counts['hours']:.4f}")
+    if result.resumed:
+        table.add_row("videos resumed (done earlier)", str(result.resumed))
     table.add_row("clips dropped", str(result.dropped))
     for reason, n in result.reasons.most_common():
         table.add_row(f"  {reason}", str(n))
     table.add_row("wall time", f"{result.seconds:.1f} s")
     table.add_row("throughput", f"{result.frames / max(result.seconds, 1e-6):.1f} frames/s")
+    for stage, seconds in result.stage_seconds.items():
+        table.add_row(f"  {stage} (worker time)", f"{seconds:.1f} s")
     console.print(table)
 
 

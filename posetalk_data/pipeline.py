@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -60,6 +62,12 @@ def describe(stages: list[Stage]) -> Table:
     return table
 
 
+@dataclass
+class VideoResult:
+    records: list[ClipRecord]
+    seconds: dict[str, float] = field(default_factory=dict)   # stage name -> seconds spent on this video
+
+
 class VideoProcessor:
     """Runs every stage on one input video; used in-process or inside a Ray actor (posetalk_data.runner)."""
 
@@ -78,16 +86,18 @@ class VideoProcessor:
             out.update(stage.versions())
         return out
 
-    def __call__(self, spec: VideoSpec) -> list[ClipRecord]:
+    def __call__(self, spec: VideoSpec) -> VideoResult:
         if not self._ready:
             self.setup()
         workdir = Path(tempfile.mkdtemp(prefix="posetalk_"))
         try:
-            records = [ClipRecord(spec=spec, workdir=workdir)]
+            result = VideoResult([ClipRecord(spec=spec, workdir=workdir)])
             for stage in self.stages:
-                records = stage.process_batch(records)
-            for r in records:   # drop what only the worker needs; members/meta travel back
+                started = time.perf_counter()
+                result.records = stage.process_batch(result.records)
+                result.seconds[stage.name] = time.perf_counter() - started
+            for r in result.records:   # drop what only the worker needs; members/meta travel back
                 r.arrays.clear()
-            return records
+            return result
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

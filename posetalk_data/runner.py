@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .config import PipelineConfig
-from .pipeline import VideoProcessor, worker_resources
+from .pipeline import VideoProcessor, VideoResult, worker_resources
 from .schema import ClipRecord, VideoSpec
 
 
@@ -43,8 +43,8 @@ class RayVideoProcessor(VideoProcessor):
 
 
 def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int, address: str | None = None,
-               on_start: Callable[[list[str]], None] | None = None) -> Iterator[tuple[VideoSpec, list[ClipRecord]]]:
-    """Yield (spec, records) for every input video as workers finish them (in completion order).
+               on_start: Callable[[list[str]], None] | None = None) -> Iterator[tuple[VideoSpec, VideoResult]]:
+    """Yield (spec, result) for every input video as workers finish them (in completion order).
 
     `on_start` receives the Ray node id of each worker once they are placed (workers are spread over nodes).
     """
@@ -76,16 +76,16 @@ def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int,
             done, _ = ray.wait(list(pending), num_returns=1)
             actor, spec = pending.pop(done[0])
             try:
-                records = ray.get(done[0])
+                result = ray.get(done[0])
             except ray.exceptions.RayError as err:   # a worker that died (OOM, segfault) loses only its video
-                records = [_lost(spec, err)]
+                result = VideoResult([_lost(spec, err)])
                 ray.kill(actor)
                 actors.remove(actor)
                 actor = actor_cls.remote(cfg)
                 actors.append(actor)
             if queue:
                 submit(actor)
-            yield spec, records
+            yield spec, result
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from .schema import MEMBERS, SCHEMA_VERSION, ClipRecord
+from .schema import MEMBERS, SCHEMA_VERSION, ClipRecord, VideoSpec
 
 SHARD_PREFIX = "posetalk"
 QUALITY_COLUMNS = ["face_present_fraction", "landmark_confidence", "landmarks_found_fraction", "pose_fit_rms",
@@ -49,20 +49,56 @@ def relative_source(path: str, root: Path | None) -> str:
     return Path(path).name
 
 
+class StagingMismatch(RuntimeError):
+    """OUT holds staged clips of a different pipeline config or model versions."""
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha1("\0".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
 class Staging:
-    """Finished samples and failures of a build, kept under OUT/.staging until the shards are written."""
+    """Finished samples and per-video results of a build, kept under OUT/.staging.
 
-    def __init__(self, out: Path):
-        self.samples_dir = out / ".staging" / "samples"
-        self.failures_dir = out / ".staging" / "failures"
-        self.samples_dir.mkdir(parents=True, exist_ok=True)
-        self.failures_dir.mkdir(parents=True, exist_ok=True)
+    A video is done once its marker (videos/<id>.json: its sample keys and failures) exists; the marker is written
+    after the video's samples, so a build killed at any point redoes exactly the videos without a marker.
+    """
 
-    def put(self, record: ClipRecord, root: Path | None) -> None:
-        if record.ok:
-            self._put_sample(record)
+    def __init__(self, out: Path, fingerprint: dict):
+        root = out / ".staging"
+        self.samples_dir, self.videos_dir, self.shards_dir = root / "samples", root / "videos", root / "shards"
+        for d in (self.samples_dir, self.videos_dir, self.shards_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._check_fingerprint(root / "build.json", fingerprint)
+
+    @staticmethod
+    def _check_fingerprint(path: Path, fingerprint: dict) -> None:
+        """Staged clips are reused only by a build with the same config and versions (never mixed silently)."""
+        if path.is_file():
+            before = json.loads(path.read_text())
+            if before != fingerprint:
+                differs = sorted(k for k in set(before) | set(fingerprint) if before.get(k) != fingerprint.get(k))
+                raise StagingMismatch(
+                    f"{path.parent.parent} holds clips staged with a different {', '.join(differs)}; "
+                    "rerun with --fresh to discard them, or choose another --out")
         else:
-            self._put_failure(record, root)
+            path.write_text(json.dumps(fingerprint, sort_keys=True))
+
+    def _marker(self, spec: VideoSpec) -> Path:
+        return self.videos_dir / f"{_digest(spec.source, spec.video_id, spec.start, spec.end)}.json"
+
+    def done(self, spec: VideoSpec) -> bool:
+        return self._marker(spec).is_file()
+
+    def put_video(self, spec: VideoSpec, records: list[ClipRecord], root: Path | None) -> None:
+        for record in records:
+            if record.ok:
+                self._put_sample(record)
+        marker = {"video_id": spec.video_id, "keys": sorted(r.key for r in records if r.ok),
+                  "failures": [failure_row(r, root) for r in records if not r.ok]}
+        tmp = self._marker(spec).with_suffix(".tmp")
+        tmp.write_text(json.dumps(marker, sort_keys=True))
+        os.replace(tmp, self._marker(spec))
 
     def _put_sample(self, record: ClipRecord) -> None:
         final = self.samples_dir / record.key
@@ -74,42 +110,64 @@ class Staging:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
 
-    def _put_failure(self, record: ClipRecord, root: Path | None) -> None:
-        stage, reason = next(iter(record.errors.items()))
-        row = {"source": record.spec.source, "video_id": record.spec.video_id,
-               "source_path": relative_source(record.spec.path, root), "start": record.start or None,
-               "end": record.end or None, "stage": stage, "reason": reason}
-        name = hashlib.sha1(f"{record.spec.video_id}\0{record.start}".encode()).hexdigest()[:16]
-        (self.failures_dir / f"{name}.json").write_text(json.dumps(row, sort_keys=True))
+    def forget_failed(self) -> int:
+        """--retry-failed: videos with a failure are done no more, so the next run processes them again."""
+        failed = [p for p in self.videos_dir.glob("*.json") if json.loads(p.read_text())["failures"]]
+        for path in failed:
+            path.unlink()
+        return len(failed)
 
-    def keys(self) -> list[str]:
-        return sorted(p.name for p in self.samples_dir.iterdir() if not p.name.startswith("."))
-
-    def failures(self) -> list[dict]:
-        rows = [json.loads(p.read_text()) for p in self.failures_dir.glob("*.json")]
-        return sorted(rows, key=lambda r: (r["video_id"], r["start"] or 0.0))
+    def results(self, specs: list[VideoSpec]) -> tuple[list[str], list[dict]]:
+        """Sorted sample keys and failure rows of the given videos (staged results of other inputs are ignored)."""
+        keys, failures = [], []
+        for spec in specs:
+            if self.done(spec):
+                marker = json.loads(self._marker(spec).read_text())
+                keys += marker["keys"]
+                failures += marker["failures"]
+        return sorted(keys), sorted(failures, key=lambda r: (r["video_id"], r["start"] or 0.0))
 
     def members(self, key: str) -> dict[str, bytes]:
         return {name: (self.samples_dir / key / name).read_bytes() for name in MEMBERS}
 
 
-def write_shards(staging: Staging, out: Path, per_shard: int) -> list[dict]:
-    """Write shards in key order (tar mtime 0, fixed owner) and return [{path, sha256, samples, bytes, keys}]."""
+def failure_row(record: ClipRecord, root: Path | None) -> dict:
+    stage, reason = next(iter(record.errors.items()))
+    return {"source": record.spec.source, "video_id": record.spec.video_id,
+            "source_path": relative_source(record.spec.path, root), "start": record.start or None,
+            "end": record.end or None, "stage": stage, "reason": reason}
+
+
+def write_shard(staging: Staging, keys: list[str], final: Path) -> str:
+    """One shard, written under a temporary name then renamed; returns its sha256."""
+    tmp = final.with_suffix(".tar.tmp")
+    with open(tmp, "wb") as stream:
+        writer = wds.TarWriter(stream, user="posetalk", group="posetalk", mtime=0, encoder=False)
+        for key in keys:
+            writer.write({"__key__": key, **staging.members(key)})
+        writer.close()
+    os.replace(tmp, final)
+    return sha256_file(final)
+
+
+def write_shards(staging: Staging, keys: list[str], out: Path, per_shard: int) -> list[dict]:
+    """Write shards in key order (tar mtime 0, fixed owner) and return [{path, sha256, samples, bytes, keys}].
+
+    A shard already written with the same keys (recorded in .staging/shards) and intact is kept as it is."""
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    keys = staging.keys()
     shards = []
     for i in range(0, len(keys), per_shard):
         chunk = keys[i:i + per_shard]
         final = shard_dir / f"{SHARD_PREFIX}-{i // per_shard:06d}.tar"
-        tmp = final.with_suffix(".tar.tmp")
-        with open(tmp, "wb") as stream:
-            writer = wds.TarWriter(stream, user="posetalk", group="posetalk", mtime=0, encoder=False)
-            for key in chunk:
-                writer.write({"__key__": key, **staging.members(key)})
-            writer.close()
-        os.replace(tmp, final)
-        shards.append({"path": final.relative_to(out).as_posix(), "sha256": sha256_file(final),
+        record = staging.shards_dir / f"{final.name}.json"
+        before = json.loads(record.read_text()) if record.is_file() else {}
+        if before.get("keys") == chunk and final.is_file() and sha256_file(final) == before.get("sha256"):
+            digest = before["sha256"]
+        else:
+            digest = write_shard(staging, chunk, final)
+            record.write_text(json.dumps({"keys": chunk, "sha256": digest}))
+        shards.append({"path": final.relative_to(out).as_posix(), "sha256": digest,
                        "samples": len(chunk), "bytes": final.stat().st_size, "keys": chunk})
     for stale in set(shard_dir.glob("*.tar")) - {out / s["path"] for s in shards}:
         stale.unlink()   # shards of an earlier build of the same OUT that this one no longer has
@@ -131,13 +189,13 @@ def sample_rows(staging: Staging, shards: list[dict], root: Path | None, paths: 
     return rows
 
 
-def write_outputs(staging: Staging, out: Path, *, per_shard: int, root: Path | None, sources: list[dict],
-                  header: dict) -> dict:
-    """Shards, samples.parquet, failures.parquet and manifest.json; returns the manifest."""
-    shards = write_shards(staging, out, per_shard)
+def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_shard: int, root: Path | None,
+                  sources: list[dict], header: dict) -> dict:
+    """Shards, samples.parquet, failures.parquet and manifest.json (written last); returns the manifest."""
+    keys, failures = staging.results(specs)
+    shards = write_shards(staging, keys, out, per_shard)
     paths = {s["video_id"]: s["abs_path"] for s in sources}
     rows = sample_rows(staging, shards, root, paths)
-    failures = staging.failures()
     pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), out / "samples.parquet")
     pq.write_table(pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA), out / "failures.parquet")
     manifest = {

@@ -1,0 +1,89 @@
+"""Crash safety: a build killed with SIGKILL and run again ends with the same manifest and shard bytes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from posetalk_data.build import build
+from posetalk_data.config import load_config
+from posetalk_data.shards import StagingMismatch
+from posetalk_data.sources.folder import folder_specs
+
+OVERRIDES = ["facetrack.crop_size=128", "write.samples_per_shard=1"]
+
+
+@pytest.fixture(scope="module")
+def inputs(samples, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("resume_in")
+    for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg", "liveportrait_d20.mp4"):
+        (root / name).symlink_to(samples / "videos" / name)
+    (root / "broken.mp4").write_bytes(b"not a video")
+    return root
+
+
+def run_build(inputs: Path, out: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "posetalk_data.cli", "build", "--src", "folder", "--input", str(inputs),
+            "--out", str(out), "--workers", "0", *[a for o in OVERRIDES for a in ("--set", o)], *extra]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))}
+
+
+def test_kill_9_then_resume_gives_identical_outputs(inputs, tmp_path):
+    reference = tmp_path / "reference"
+    build(folder_specs(inputs), reference, load_config(None, OVERRIDES), source="folder", root=inputs, workers=0)
+
+    out = tmp_path / "killed"
+    proc = run_build(inputs, out)
+    markers = out / ".staging" / "videos"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)      # the driver (and its ffmpeg children) die mid-build
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the build finished before it could be killed"
+    assert 2 <= len(list(markers.glob("*.json"))) < 4
+
+    assert run_build(inputs, out).wait() == 0
+    assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
+    assert shard_bytes(out) == shard_bytes(reference)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_retry_failed_reprocesses_only_failures(inputs, tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for p in inputs.iterdir():
+        (root / p.name).symlink_to(p.resolve()) if p.is_symlink() else (root / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "out"
+    cfg = load_config(None, OVERRIDES)
+    first = build(folder_specs(root), out, cfg, source="folder", root=root, workers=0)
+    assert first.dropped == 1 and first.manifest["counts"]["samples"] == 3
+    (root / "broken.mp4").unlink()
+    (root / "broken.mp4").symlink_to((inputs / "grid_bbaf2n.mpg").resolve())   # the user fixed the file
+    again = build(folder_specs(root), out, cfg, source="folder", root=root, workers=0)
+    assert again.resumed == 4 and again.kept == 0                            # a plain rerun redoes nothing
+    retried = build(folder_specs(root), out, cfg, source="folder", root=root, workers=0, retry_failed=True)
+    assert retried.resumed == 3 and retried.kept == 1 and retried.dropped == 0
+    assert retried.manifest["counts"]["samples"] == 4 and retried.manifest["counts"]["failures"] == 0
+    assert pq.read_table(out / "failures.parquet").num_rows == 0
+
+
+def test_changed_config_refuses_to_mix_staged_clips(inputs, tmp_path):
+    specs = folder_specs(inputs)[:2]
+    build(specs, tmp_path, load_config(None, OVERRIDES), source="folder", root=inputs, workers=0)
+    with pytest.raises(StagingMismatch, match="--fresh"):
+        build(specs, tmp_path, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=inputs,
+              workers=0)
+    fresh = build(specs, tmp_path, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=inputs,
+                  workers=0, fresh=True)
+    assert fresh.resumed == 0 and fresh.manifest["pipeline"]["facetrack"]["crop_size"] == 96
