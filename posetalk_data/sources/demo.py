@@ -21,7 +21,7 @@ from scipy.io import wavfile
 from scipy.signal import lfilter
 from scipy.spatial import Delaunay
 
-from posetalk_data.geometry import euler_to_rotation
+from posetalk_data.geometry import euler_to_rotation, landmarks_to_face_frame
 
 SAMPLE_RATE = 16_000
 NOSE_TIP, CHEEK_R, CHEEK_L = 1, 234, 454  # MediaPipe FaceMesh indices (subject's right/left cheek)
@@ -73,7 +73,7 @@ def _face_mesh(rgb: np.ndarray) -> np.ndarray:
         raise RuntimeError("no face found in demo portrait")
     h, w = rgb.shape[:2]
     lm = np.array([[p.x, p.y, p.z] for p in res.multi_face_landmarks[0].landmark], dtype=np.float64)
-    return np.stack([lm[:, 0] * w, -lm[:, 1] * h, -lm[:, 2] * w], -1)
+    return landmarks_to_face_frame(lm * [w, h, w])
 
 
 @functools.lru_cache(maxsize=8)
