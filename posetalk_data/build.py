@@ -1,6 +1,7 @@
 """`posetalk-data build` as an importable function: plan, check, run (resuming), stage, write, summarise."""
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import time
@@ -16,6 +17,7 @@ from . import __version__
 from .config import PipelineConfig
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
+from .report import write_report
 from .runner import default_workers, run_videos
 from .schema import SCHEMA_VERSION, VIDEO_FPS, VideoSpec
 from .shards import Staging, relative_source, write_outputs
@@ -93,7 +95,15 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
     result.manifest = write_outputs(staging, specs, out, per_shard=cfg.write.samples_per_shard, root=root,
                                     sources=sources, header=header)
     result.seconds = time.perf_counter() - started
+    write_timings(out, result)
+    write_report(out)
     return result
+
+
+def write_timings(out: Path, result: BuildResult) -> None:
+    """This run's worker time per stage, beside (not in) the manifest, which must not depend on timing."""
+    timings = {**result.stage_seconds, "frames": result.frames, "wall_seconds": round(result.seconds, 3)}
+    (out / "timings.json").write_text(json.dumps(timings, indent=1))
 
 
 def _run(todo: list[VideoSpec], cfg: PipelineConfig, staging: Staging, root: Path | None, result: BuildResult, *,

@@ -98,6 +98,21 @@ def print_summary(result) -> None:
 
 
 @app.command()
+def report(
+    manifest: Path = typer.Option(..., "--manifest", help="A build's manifest.json."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html (default: beside the manifest)."),
+    thumbnails: int = typer.Option(24, "--thumbnails", min=0, help="How many sample thumbnails to draw."),
+) -> None:
+    """Write report.html: counts, drop reasons, length/pose/gaze histograms, throughput, thumbnails."""
+    from .report import write_report
+
+    if not manifest.is_file():
+        fail(f"manifest not found: {manifest}")
+    path = write_report(out or manifest.parent, manifest_path=manifest, max_thumbnails=thumbnails)
+    console.print(f"wrote {path}")
+
+
+@app.command()
 def version() -> None:
     """Print the versions a build would record in its manifest."""
     from .build import package_versions

@@ -1,0 +1,304 @@
+"""Build report: OUT/report.html, one static self-contained file (figures inlined as base64 images, no URLs).
+
+Reads only what a finished build leaves behind (manifest.json, samples.parquet, failures.parquet, the shards), so
+it can be written at the end of a build or later by `posetalk-data report --manifest M`. Per-frame figures read
+pose.npy / gaze.npy from at most MAX_CLIPS clips, picked evenly over the sorted keys: deterministic, and bounded
+for big builds. Shards are read with tarfile and arrays with np.load(allow_pickle=False): nothing is unpickled.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import subprocess
+import tarfile
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no global pyplot state
+
+from .geometry import euler_to_rotation
+
+MAX_CLIPS = 300
+THUMB_PX = 192
+TIMING_EXTRAS = ("frames", "wall_seconds")  # keys of `timings` that are not stages
+AXIS_COLOURS = ((0, 0, 230), (0, 170, 0), (230, 60, 0))  # BGR: face x (red), y (green), z / nose (blue)
+
+# Set data-rendered on <body> once every image has decoded: a headless browser's dumped DOM then shows it.
+RENDER_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-images', String(imgs.length));
+  document.body.setAttribute('data-rendered', ok === imgs.length ? 'ok' : ok + '/' + imgs.length);
+});
+</script>"""
+STYLE = """<style>
+body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+td.n{text-align:right}figure{margin:.5em 0}figcaption{font-size:12px;color:#555}
+.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{width:192px;margin:0}
+.grid figcaption{word-break:break-all}.muted{color:#888}
+</style>"""
+
+
+def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: dict[str, float] | None = None,
+                 max_thumbnails: int = 24) -> Path:
+    """Write out_dir/report.html for the build described by manifest_path (default out_dir/manifest.json).
+
+    timings: stage -> seconds of worker time, in pipeline order, plus optional "frames" (frames processed) and
+    "wall_seconds"; when None, the build's timings.json beside the manifest (same format) is used if present."""
+    out_dir = Path(out_dir)
+    manifest_path = Path(manifest_path) if manifest_path else out_dir / "manifest.json"
+    root = manifest_path.parent  # paths in the manifest are relative to it
+    manifest = json.loads(manifest_path.read_text())
+    tables = manifest.get("tables", {})
+    samples = _read_table(root / tables.get("samples", "samples.parquet"))
+    failures = _read_table(root / tables.get("failures", "failures.parquet"))
+    if timings is None and (root / "timings.json").is_file():
+        timings = json.loads((root / "timings.json").read_text())
+    keys = _pick(sorted(r["key"] for r in samples), MAX_CLIPS)
+    thumb_keys = set(_pick(keys, max_thumbnails))
+    clips = _read_clips(root, {r["key"]: r["shard"] for r in samples}, keys, thumb_keys)
+    body = [
+        f"<h1>posetalk build report</h1><p class=muted>{_e(manifest.get('source', '?'))} build, "
+        f"{_e(manifest.get('format', ''))} schema {_e(manifest.get('schema_version', '?'))}</p>",
+        _summary(manifest, samples, len(clips)), _drops(failures), _lengths(samples), _pose(clips), _gaze(clips),
+        _flags(samples), _throughput(timings), _versions(manifest), _thumbnails(clips, thumb_keys, samples),
+    ]
+    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>posetalk build report</title>{STYLE}"
+            f"</head><body>{''.join(body)}{RENDER_CHECK}</body></html>")
+    path = out_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)  # never leave a half-written report
+    return path
+
+
+# ---------------------------------------------------------------- reading
+def _read_table(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def _pick(items: list, n: int) -> list:
+    """At most n items spread evenly over the list (first and last included): deterministic sampling."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, max(n, 0)).round().astype(int)))]
+
+
+def _read_clips(root: Path, shard_of: dict[str, str], keys: list[str], thumb_keys: set[str]) -> dict[str, dict]:
+    """key -> {pose, gaze[, landmarks, video.mp4, meta]} for the picked keys, opening only the shards they are in."""
+    by_shard, clips = defaultdict(set), {}
+    for key in keys:
+        by_shard[shard_of[key]].add(key)
+    for shard, wanted in sorted(by_shard.items()):
+        with tarfile.open(root / shard) as tar:
+            for member in tar:
+                key, _, name = member.name.partition(".")  # keys never contain dots
+                if key not in wanted or not member.isfile():
+                    continue
+                if name in ("pose.npy", "gaze.npy") or (key in thumb_keys and name in
+                                                         ("landmarks.npy", "video.mp4", "meta.json")):
+                    data = tar.extractfile(member).read()
+                    clip = clips.setdefault(key, {})
+                    if name.endswith(".npy"):
+                        clip[name[:-4]] = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+                    else:
+                        clip[name] = json.loads(data) if name == "meta.json" else data
+    return {k: clips[k] for k in keys if "pose" in clips.get(k, {})}
+
+
+# ---------------------------------------------------------------- HTML helpers
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _table(header: list[str], rows: list[list], numeric: tuple[int, ...] = ()) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{_e(c)}</td>" for i, c in
+                                     enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _section(sid: str, title: str, content: str) -> str:
+    return f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>'
+
+
+def _img(fid: str, alt: str, data: bytes, mime: str = "image/png", caption: str = "") -> str:
+    src = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return (f'<figure id="{_e(fid)}"><img alt="{_e(alt)}" src="{src}">'
+            f"<figcaption>{caption or _e(alt)}</figcaption></figure>")
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _histograms(fid: str, alt: str, panels: list[tuple[str, list[tuple[str, np.ndarray]]]], unit: str) -> str:
+    """One row of histograms; each panel overlays named series. An empty series shows 'no data', so every figure
+    exists (and renders) even for an empty build."""
+    fig = Figure(figsize=(4 * len(panels), 3))
+    for ax, (title, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for name, values in series:
+            v = values[np.isfinite(values)]
+            if v.size:
+                ax.hist(v, bins=40, alpha=0.6, label=f"{name} (n={v.size})" if name else f"n={v.size}")
+        if not ax.patches:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        elif len(series) > 1 or series[0][0]:
+            ax.legend(fontsize=8)
+        ax.set_title(title)
+        ax.set_xlabel(unit)
+    return _img(fid, alt, _png(fig))
+
+
+# ---------------------------------------------------------------- sections
+def _summary(manifest: dict, samples: list[dict], n_read: int) -> str:
+    c = manifest.get("counts", {})
+    size = sum(s.get("bytes", 0) for s in manifest.get("shards", []))
+    rows = [["clips kept", c.get("samples", len(samples))], ["clips dropped", c.get("failures", "?")],
+            ["input videos", c.get("videos", "?")], ["hours kept", f"{c.get('hours', 0):.4f}"],
+            ["shards", f"{c.get('shards', '?')} ({size / 1e6:.1f} MB)"],
+            ["clips read for the per-frame figures", f"{n_read} of {len(samples)}"]]
+    return _section("summary", "Summary", _table(["", ""], rows, numeric=(1,)))
+
+
+def _drops(failures: list[dict]) -> str:
+    if not failures:
+        return _section("drops", "Drop reasons", "<p>No clip was dropped.</p>")
+    # Reasons end with per-file detail in parentheses (paths, ffmpeg output): group on the general part.
+    groups = Counter((f["stage"], re.sub(r"\s*\(.*\)\s*$", "", f["reason"] or "")) for f in failures)
+    example = {}
+    for f in failures:
+        example.setdefault((f["stage"], re.sub(r"\s*\(.*\)\s*$", "", f["reason"] or "")), f)
+    rows = [[stage, reason, n, f"{example[(stage, reason)]['source_path']}: {example[(stage, reason)]['reason']}"]
+            for (stage, reason), n in groups.most_common()]
+    return _section("drops", "Drop reasons", _table(["stage", "reason", "clips", "example"], rows, numeric=(2,)))
+
+
+def _lengths(samples: list[dict]) -> str:
+    d = np.array([r["duration"] for r in samples], dtype=np.float64)
+    fig = _histograms("fig-clip-length", "Histogram of clip lengths in seconds", [("clip length", [("", d)])], "s")
+    return _section("clip-lengths", "Clip lengths", fig)
+
+
+def _frames(clips: dict, name: str, cols: slice) -> np.ndarray:
+    arrays = [c[name][:, cols] for c in clips.values() if name in c and c[name].ndim == 2]
+    return np.concatenate(arrays) if arrays else np.zeros((0, cols.stop - cols.start), np.float32)
+
+
+def _pose(clips: dict) -> str:
+    p = _frames(clips, "pose", slice(0, 3))
+    panels = [(n, [("", p[:, i])]) for i, n in enumerate(("yaw", "pitch", "roll"))]
+    fig = _histograms("fig-pose", "Histograms of head yaw, pitch and roll per frame", panels, "degrees")
+    return _section("pose", "Head pose (per frame)", fig)
+
+
+def _gaze(clips: dict) -> str:
+    g = _frames(clips, "gaze", slice(0, 4))
+    panels = [("gaze yaw", [("image-left eye", g[:, 0]), ("image-right eye", g[:, 2])]),
+              ("gaze pitch", [("image-left eye", g[:, 1]), ("image-right eye", g[:, 3])])]
+    fig = _histograms("fig-gaze", "Histograms of gaze yaw and pitch per frame, each eye", panels, "degrees")
+    return _section("gaze", "Gaze (per frame, relative to the head)", fig)
+
+
+def _flags(samples: list[dict]) -> str:
+    counts = Counter(flag for r in samples for flag in (r.get("flags") or []))
+    n = max(len(samples), 1)
+    rows = [[flag, k, f"{100 * k / n:.1f}%"] for flag, k in counts.most_common()]
+    rows.append(["(no flag)", sum(1 for r in samples if not r.get("flags")), ""])
+    return _section("flags", "Quality flags of kept clips", _table(["flag", "clips", "share"], rows, numeric=(1, 2)))
+
+
+def _throughput(timings: dict | None) -> str:
+    stages = {k: float(v) for k, v in (timings or {}).items() if k not in TIMING_EXTRAS}
+    if not stages:
+        return _section("throughput", "Throughput per stage", "<p>Throughput: not recorded for this build.</p>")
+    frames, wall, total = (timings or {}).get("frames"), (timings or {}).get("wall_seconds"), sum(stages.values())
+    rows = [[s, f"{t:.1f}", f"{100 * t / max(total, 1e-9):.0f}%", f"{frames / t:.1f}" if frames and t > 0 else "-"]
+            for s, t in stages.items()]
+    rows.append(["all stages", f"{total:.1f}", "100%", f"{frames / total:.1f}" if frames and total > 0 else "-"])
+    if wall:
+        rows.append(["wall clock", f"{wall:.1f}", "", f"{frames / wall:.1f}" if frames else "-"])
+    fig = Figure(figsize=(7, 0.4 * len(stages) + 1))
+    ax = fig.subplots()
+    ax.barh(list(stages)[::-1], list(stages.values())[::-1], color="#4a7ab5")
+    ax.set_xlabel("worker seconds")
+    note = f"<p>{frames} frames processed.</p>" if frames else ""
+    return _section("throughput", "Throughput per stage", note + _table(
+        ["stage", "worker seconds", "share", "frames/s"], rows, numeric=(1, 2, 3)) +
+        _img("fig-throughput", "Bar chart of worker seconds per stage", _png(fig)))
+
+
+def _versions(manifest: dict) -> str:
+    rows = [[k, v] for k, v in sorted(manifest.get("versions", {}).items())]
+    pipeline = _e(json.dumps(manifest.get("pipeline", {}), indent=1, sort_keys=True))
+    return _section("versions", "Versions", _table(["component", "version"], rows) +
+                    f"<details><summary>pipeline config</summary><pre>{pipeline}</pre></details>")
+
+
+def _thumbnails(clips: dict, thumb_keys: set[str], samples: list[dict]) -> str:
+    flags = {r["key"]: r.get("flags") or [] for r in samples}
+    items = []
+    for i, key in enumerate(k for k in clips if k in thumb_keys):
+        jpg, ypr = _thumbnail(clips[key])
+        if jpg is None:
+            continue
+        angles = "" if ypr is None else "<br>yaw {:.0f} pitch {:.0f} roll {:.0f}".format(*ypr)
+        caption = f"{_e(key)}<br>{_e(', '.join(flags.get(key, [])) or 'no flags')}{angles}"
+        items.append(_img(f"thumb-{i}", f"Middle frame of {key} with landmarks and pose axes", jpg,
+                          "image/jpeg", caption))
+    legend = ("<p>Middle frame of each clip; landmarks in yellow; head axes from the frame's yaw/pitch/roll, "
+              "projected orthographically: face x (red), up (green), nose direction (blue).</p>")
+    grid = f'<div class=grid id="fig-thumbnails">{"".join(items)}</div>' if items else "<p>No thumbnails.</p>"
+    return _section("thumbnails", "Sample thumbnails", legend + grid)
+
+
+def _thumbnail(clip: dict) -> tuple[bytes | None, np.ndarray | None]:
+    """JPEG of the clip's middle frame with its landmarks and pose axes drawn, and that frame's yaw/pitch/roll."""
+    if "video.mp4" not in clip:
+        return None, None
+    mid = len(clip["pose"]) // 2
+    fps = float(clip.get("meta.json", {}).get("fps", 25))
+    frame = _decode_frame(clip["video.mp4"], max(mid - 0.25, 0) / fps)  # accurate seek: first frame at or after
+    if frame is None:
+        return None, None
+    img = cv2.resize(frame, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA)
+    pts = clip.get("landmarks")
+    xy = pts[mid, :, :2] * THUMB_PX if pts is not None and pts.ndim == 3 and mid < len(pts) else np.zeros((0, 2))
+    xy = xy[np.isfinite(xy).all(1)]
+    for x, y in xy:
+        cv2.circle(img, (int(round(x)), int(round(y))), 1, (0, 230, 255), -1, cv2.LINE_AA)
+    ypr = clip["pose"][mid, :3]
+    if np.isfinite(ypr).all():
+        # Columns of R are the face frame's axes (x right, y up, z to the camera); image v runs down, hence -y.
+        rot = euler_to_rotation(ypr)
+        centre = xy.mean(0) if len(xy) else np.array([THUMB_PX / 2, THUMB_PX / 2])
+        for k, colour in enumerate(AXIS_COLOURS):
+            end = centre + 0.3 * THUMB_PX * np.array([rot[0, k], -rot[1, k]])
+            cv2.line(img, tuple(int(v) for v in centre.round()), tuple(int(v) for v in end.round()), colour, 2,
+                     cv2.LINE_AA)
+    ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return (jpg.tobytes() if ok else None), (ypr if np.isfinite(ypr).all() else None)
+
+
+def _decode_frame(video: bytes, seconds: float) -> np.ndarray | None:
+    """One BGR frame at `seconds` of an mp4 given as bytes (ffmpeg needs a seekable file for mp4)."""
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+        f.write(video)
+        f.flush()
+        run = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{seconds:.3f}", "-i", f.name,
+                              "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"], capture_output=True)
+    if run.returncode or not run.stdout:
+        return None
+    return cv2.imdecode(np.frombuffer(run.stdout, np.uint8), cv2.IMREAD_COLOR)
