@@ -9,9 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_manifest import app as manifest_app
 from .config import ConfigError, load_config
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(manifest_app, name="manifest")
 console = Console(stderr=True)
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 

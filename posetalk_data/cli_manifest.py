@@ -1,0 +1,141 @@
+"""posetalk-data manifest ...: verify, inspect, filter, split, merge, compare and rebuild shared builds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import manifest as mf
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+def _path(path: Path) -> Path:
+    """A manifest file, or a build folder holding manifest.json."""
+    return path / "manifest.json" if path.is_dir() else path
+
+
+def _guard(fn, *args, **kwargs):
+    """Run a manifest function; a bad manifest or shard is a clear message and exit status 2."""
+    try:
+        return fn(*args, **kwargs)
+    except (mf.ManifestError, mf.UnsafeShardError, FileNotFoundError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2)
+
+
+@app.command()
+def verify(manifest: Path = typer.Argument(..., help="manifest.json or its build folder")) -> None:
+    """Check shards (present, sha256, sample count) and samples (members, dtypes, T rows); exit 1 on a problem."""
+    problems = _guard(mf.verify, _path(manifest))
+    if not problems:
+        console.print(f"[green]ok[/]: {_path(manifest)} verifies")
+        return
+    table = Table(title=f"{len(problems)} problem(s)")
+    table.add_column("shard", no_wrap=True)   # a path people copy from the terminal
+    for column in ("key", "what", "detail"):
+        table.add_column(column)
+    for p in problems:
+        table.add_row(p.shard or "", p.key or "", p.what, p.detail)
+    console.print(table)
+    raise typer.Exit(1)
+
+
+@app.command()
+def inspect(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+            as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON on stdout.")) -> None:
+    """Counts, hours, flags, per-column distributions and feature layers with their model versions."""
+    stats = _guard(mf.stats, _path(manifest))
+    if as_json:
+        typer.echo(json.dumps(stats, indent=1, default=str))
+        return
+    counts = Table(title="counts")
+    counts.add_column("what")
+    counts.add_column("value", justify="right")
+    for name, value in {**stats["counts"], **{f"flag {k}": v for k, v in stats["flags"].items()}}.items():
+        counts.add_row(name, str(value))
+    console.print(counts)
+    columns = Table(title="columns (samples.parquet)")
+    for name in ("column", "min", "p05", "median", "p95", "max"):
+        columns.add_column(name, justify="right" if name != "column" else "left")
+    for name, d in stats["columns"].items():
+        columns.add_row(name, *(f"{d[k]:.3g}" if d.get(k) is not None else "-"
+                                for k in ("min", "p05", "median", "p95", "max")))
+    console.print(columns)
+    layers = Table(title="layers")
+    layers.add_column("member")
+    layers.add_column("versions")
+    for member, info in stats["layers"].items():
+        layers.add_row(member, json.dumps(info.get("versions", info), default=str))
+    console.print(layers)
+
+
+@app.command()
+def filter(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+           where: str = typer.Option(..., "--where", help="Expression on samples.parquet columns, e.g. "
+                                                          "\"duration > 3 and not silent and 'small_face' not in flags\""),
+           out: Path = typer.Option(..., "--out", help="The new manifest (JSON) over the same shards.")) -> None:
+    """A new manifest over the same shards keeping the samples where the expression holds (shards not rewritten)."""
+    result = _guard(mf.filter_manifest, _path(manifest), where, out)
+    console.print(f"wrote {out}: {result['counts']['samples']} samples")
+
+
+@app.command()
+def split(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+          seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
+          fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test fractions of samples."),
+          identity: str = typer.Option("video_id", "--identity", help="What must not cross splits: video_id, or a "
+                                                                      "regex over video_id (group 1 if any)."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Folder for train.json, val.json, test.json.")) -> None:
+    """Identity-disjoint train/val/test manifests, reproducible by seed."""
+    parts = tuple(float(f) for f in fractions.split(","))
+    splits = _guard(mf.split_manifest, _path(manifest), out, seed=seed, fractions=parts, identity=identity)
+    for name, keys in splits.items():
+        console.print(f"{name}: {len(keys)} samples")
+
+
+@app.command()
+def merge(manifests: list[Path] = typer.Argument(..., help="Two or more manifests or build folders."),
+          out: Path = typer.Option(..., "--out", help="The merged manifest (JSON)."),
+          on_duplicate: str = typer.Option("refuse", "--on-duplicate", help="refuse, or first (keep the first)."),
+          allow_version_mismatch: bool = typer.Option(False, "--allow-version-mismatch",
+                                                      help="Merge builds made with different feature versions.")) -> None:
+    """Several builds into one manifest; duplicate keys and mismatched feature versions are refused unless asked."""
+    result = _guard(mf.merge_manifests, [_path(m) for m in manifests], out, on_duplicate=on_duplicate,
+                    allow_version_mismatch=allow_version_mismatch)
+    console.print(f"wrote {out}: {result['counts']['samples']} samples")
+
+
+def _print_comparison(report: dict) -> bool:
+    differs = bool(report["only_in_a"] or report["only_in_b"] or report["differing"])
+    console.print(f"same: {len(report['same'])}  only in first: {len(report['only_in_a'])}  "
+                  f"only in second: {len(report['only_in_b'])}  differing: {len(report['differing'])}")
+    for key, members in sorted(report["differing"].items()):
+        console.print(f"  {key}: {', '.join(members)}")
+    return differs
+
+
+@app.command()
+def compare(a: Path = typer.Argument(..., help="First manifest or build folder."),
+            b: Path = typer.Argument(..., help="Second manifest or build folder.")) -> None:
+    """Which samples two builds share, and which members differ (by sha256). Exit 1 when they differ."""
+    if _print_comparison(_guard(mf.compare, _path(a), _path(b))):
+        raise typer.Exit(1)
+
+
+@app.command()
+def rebuild(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+            out: Path = typer.Option(..., "--out", help="Folder for the new build."),
+            input_root: Optional[Path] = typer.Option(None, "--input", help="Where the sources are (folder builds)."),
+            workers: Optional[int] = typer.Option(None, "--workers", min=0, help="As for build.")) -> None:
+    """Build the manifest's sources again with its pipeline config; report samples that differ. Exit 1 if any."""
+    report = _guard(mf.rebuild, _path(manifest), out, input_root=input_root, workers=workers)
+    if report["sources_changed"]:
+        console.print(f"[yellow]sources changed since the build:[/] {report['sources_changed']}")
+    if _print_comparison(report):
+        raise typer.Exit(1)
