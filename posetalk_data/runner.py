@@ -63,6 +63,7 @@ def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int,
         on_start(ray.get([a.node_id.remote() for a in actors]))
     pending: dict = {}
     queue = list(reversed(specs))
+    retried: set[int] = set()
 
     def submit(actor) -> None:
         spec = queue.pop()
@@ -77,12 +78,17 @@ def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int,
             actor, spec = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
-            except ray.exceptions.RayError as err:   # a worker that died (OOM, segfault) loses only its video
-                result = VideoResult([_lost(spec, err)])
+            except ray.exceptions.RayError as err:   # the worker died (killed, OOM, segfault): replace it
                 ray.kill(actor)
                 actors.remove(actor)
                 actor = actor_cls.remote(cfg)
                 actors.append(actor)
+                if id(spec) not in retried:          # once more on a fresh worker: a kill is not the video's fault
+                    retried.add(id(spec))
+                    queue.append(spec)
+                    submit(actor)
+                    continue
+                result = VideoResult([_lost(spec, err)])
             if queue:
                 submit(actor)
             yield spec, result
@@ -93,5 +99,6 @@ def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int,
 
 def _lost(spec: VideoSpec, err: Exception) -> ClipRecord:
     record = ClipRecord(spec=spec, workdir=Path("."))
-    record.errors["worker"] = f"the worker processing this video died: {type(err).__name__}: {str(err)[:300]}"
+    record.errors["worker"] = (f"the worker processing this video died twice: {type(err).__name__}: "
+                               f"{str(err)[:300]}")
     return record

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,10 +39,15 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))}
 
 
-def test_kill_9_then_resume_gives_identical_outputs(inputs, tmp_path):
-    reference = tmp_path / "reference"
-    build(folder_specs(inputs), reference, load_config(None, OVERRIDES), source="folder", root=inputs, workers=0)
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory) -> Path:
+    """The same build, uninterrupted."""
+    out = tmp_path_factory.mktemp("reference")
+    build(folder_specs(inputs), out, load_config(None, OVERRIDES), source="folder", root=inputs, workers=0)
+    return out
 
+
+def test_kill_9_then_resume_gives_identical_outputs(inputs, reference, tmp_path):
     out = tmp_path / "killed"
     proc = run_build(inputs, out)
     markers = out / ".staging" / "videos"
@@ -57,6 +63,34 @@ def test_kill_9_then_resume_gives_identical_outputs(inputs, tmp_path):
     assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
     assert shard_bytes(out) == shard_bytes(reference)
     assert not list(out.rglob("*.tmp"))
+
+
+def test_kill_9_of_a_ray_worker_loses_nothing(inputs, reference, ray_session, tmp_path):
+    """A worker killed mid-video is replaced and the video redone: the outputs equal the uninterrupted build's."""
+    import psutil
+
+    killed: list[int] = []
+
+    def kill_a_busy_worker() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "RayVideoProcessor.__call__" in " ".join(proc.info["cmdline"] or []):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(proc.info["pid"])
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    out = tmp_path / "out"
+    result = build(folder_specs(inputs), out, load_config(None, OVERRIDES), source="folder", root=inputs,
+                   workers=2)
+    killer.join()
+    assert killed, "no busy worker was found to kill"
+    assert result.dropped == 1                               # only the broken file
+    assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
+    assert shard_bytes(out) == shard_bytes(reference)
 
 
 def test_retry_failed_reprocesses_only_failures(inputs, tmp_path):
