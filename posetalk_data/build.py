@@ -66,9 +66,10 @@ def _progress(console: Console) -> Progress:
 
 def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str, root: Path | None,
           workers: int | None = None, address: str | None = None, fresh: bool = False, retry_failed: bool = False,
-          console: Console | None = None) -> BuildResult:
+          skipped: list[dict] = (), console: Console | None = None) -> BuildResult:
     """Build (or resume building) OUT from the videos; a killed build rerun with the same arguments redoes only
-    the videos it had not finished and ends with the same manifest and shards as an uninterrupted one."""
+    the videos it had not finished and ends with the same manifest and shards as an uninterrupted one.
+    `skipped` are failure rows for clips the source adapter left out (they count as dropped)."""
     console = console or Console(stderr=True)
     processor = VideoProcessor(cfg)
     preflight(processor)
@@ -81,7 +82,8 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
     if retry_failed:
         console.print(f"--retry-failed: {staging.forget_failed()} video(s) with failures will be processed again")
     todo = [s for s in specs if not staging.done(s)]
-    result = BuildResult(out=out, resumed=len(specs) - len(todo))
+    result = BuildResult(out=out, resumed=len(specs) - len(todo), dropped=len(skipped))
+    result.reasons.update(f"source: {row['reason']}" for row in skipped)
     if result.resumed:
         console.print(f"resuming: {result.resumed} of {len(specs)} videos were finished by an earlier run")
     started = time.perf_counter()
@@ -93,7 +95,7 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
                 **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
     header = {"source": source, "pipeline": cfg.model_dump(mode="json"), "versions": versions}
     result.manifest = write_outputs(staging, specs, out, per_shard=cfg.write.samples_per_shard, root=root,
-                                    sources=sources, header=header)
+                                    sources=sources, header=header, skipped=skipped)
     result.seconds = time.perf_counter() - started
     write_timings(out, result)
     write_report(out)

@@ -14,6 +14,8 @@ from .config import ConfigError, load_config
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(manifest_app, name="manifest")
+sources_app = typer.Typer(help="Look at a dataset folder before building it.", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
 console = Console(stderr=True)
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
@@ -30,11 +32,17 @@ def fail(message: str, hint: str = "") -> None:
 
 @app.command()
 def build(
-    src: str = typer.Option(..., "--src", help="Source adapter: folder (every video under --input) or demo "
-                                               "(clips the project makes itself, offline)."),
+    src: str = typer.Option(..., "--src", help="Source adapter: folder (every video under --input), demo (clips "
+                                               "the project makes itself, offline), or a dataset under --root: "
+                                               "hdtf, celebv-text, mead."),
     out: Path = typer.Option(..., "--out", help="Output folder: shards/, manifest.json, samples.parquet, "
                                                 "failures.parquet."),
     input_dir: Optional[Path] = typer.Option(None, "--input", help="Folder of videos for --src folder."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder as its users keep it (metadata files "
+                                                             "and downloaded media) for hdtf, celebv-text, mead."),
+    download: bool = typer.Option(False, "--download", help="celebv-text: download missing source videos with "
+                                                            "yt-dlp (needs internet)."),
+    view: str = typer.Option("front", "--view", help="mead: camera view to build (front, left_30, ..., or all)."),
     pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML (default: pipelines/<src>.yaml)."),
     overrides: list[str] = typer.Option([], "--set", help="Config override as dotted.key=value, repeatable, "
                                                           "e.g. --set facetrack.crop_size=256."),
@@ -55,28 +63,36 @@ def build(
     """
     from .build import build as run_build
     from .media import require_ffmpeg
-    from .sources import source_specs
+    from .sources import source_plan
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
     try:
         require_ffmpeg()
         cfg = load_config(pipeline or default_pipeline(src), overrides)
-        specs, root = source_specs(src, input_dir, out)
+        plan = source_plan(src, root or input_dir, out, **source_options(src, download, view))
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
-    if not specs:
-        fail(f"no videos found for --src {src}" + (f" under {input_dir}" if input_dir else ""),
-             "Videos are found by suffix: .mp4 .mov .mkv .mpg .mpeg .webm .avi .m4v .flv .ts .wmv .3gp")
-    console.print(f"{len(specs)} videos from source [bold]{src}[/] -> {out}")
+    if not plan.specs:
+        fail(f"no videos found for --src {src}" + (f" under {root or input_dir}" if root or input_dir else ""),
+             "Folders: videos are found by suffix (.mp4 .mov .mkv .mpg .webm ...). Datasets: see "
+             f"`posetalk-data sources inspect --src {src} --root DIR`.")
+    console.print(f"{len(plan.specs)} videos from source [bold]{src}[/] -> {out}"
+                  + (f" ({len(plan.skipped)} annotated clips left out by the source, see failures.parquet)"
+                     if plan.skipped else ""))
     try:
-        result = run_build(specs, out, cfg, source=src, root=root, workers=workers, address=ray_address,
-                           fresh=fresh, retry_failed=retry_failed, console=console)
+        result = run_build(plan.specs, out, cfg, source=src, root=plan.root, workers=workers, address=ray_address,
+                           fresh=fresh, retry_failed=retry_failed, skipped=plan.skipped, console=console)
     except (FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     print_summary(result)
     if strict and result.dropped:
         console.print(f"[bold red]--strict:[/] {result.dropped} clip(s) dropped")
         raise typer.Exit(1)
+
+
+def source_options(src: str, download: bool, view: str) -> dict:
+    """The adapter options that apply to `src` (each adapter takes only its own)."""
+    return {"celebv-text": {"download": download}, "mead": {"view": view}}.get(src, {})
 
 
 def print_summary(result) -> None:
@@ -97,6 +113,31 @@ def print_summary(result) -> None:
     for stage, seconds in result.stage_seconds.items():
         table.add_row(f"  {stage} (worker time)", f"{seconds:.1f} s")
     console.print(table)
+
+
+@sources_app.command("inspect")
+def inspect_source(
+    src: str = typer.Option(..., "--src", help="hdtf, celebv-text or mead."),
+    root: Path = typer.Option(..., "--root", help="The dataset folder (metadata files and downloaded media)."),
+    probe: bool = typer.Option(False, "--probe", help="Also ffprobe the local files (spans past the end, crops "
+                                                      "outside the frame); slower on big datasets."),
+    view: str = typer.Option("front", "--view", help="mead: camera view."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Counts (clips annotated, videos, text coverage), what is missing or malformed, and what a build would do."""
+    import json
+
+    from .sources import DATASETS
+    from .sources.inspect import inspect_source as run_inspect, render_inspection
+
+    if src not in DATASETS:
+        fail(f"sources inspect works on the datasets: {', '.join(DATASETS)}")
+    options = {"mead": {"view": view}}.get(src, {})
+    try:
+        report = run_inspect(src, root, probe=probe, **options)
+    except ValueError as err:
+        fail(str(err))
+    typer.echo(json.dumps(report, indent=1, default=str) if as_json else render_inspection(report))
 
 
 @app.command()

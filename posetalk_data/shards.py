@@ -24,7 +24,8 @@ QUALITY_COLUMNS = ["face_present_fraction", "landmark_confidence", "landmarks_fo
 SAMPLES_SCHEMA = pa.schema(
     [("key", pa.string()), ("shard", pa.string()), ("source", pa.string()), ("video_id", pa.string()),
      ("source_path", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("frames", pa.int32()),
-     ("duration", pa.float64()), ("flags", pa.list_(pa.string())), ("silent", pa.bool_())]
+     ("duration", pa.float64()), ("flags", pa.list_(pa.string())), ("silent", pa.bool_()),
+     ("identity", pa.string()), ("split", pa.string())]       # from dataset adapters; null for folders
     + [(c, pa.float64()) for c in QUALITY_COLUMNS])
 FAILURES_SCHEMA = pa.schema(
     [("source", pa.string()), ("video_id", pa.string()), ("source_path", pa.string()), ("start", pa.float64()),
@@ -185,14 +186,18 @@ def sample_rows(staging: Staging, shards: list[dict], root: Path | None, paths: 
                          "start": meta["start"], "end": meta["end"], "frames": meta["frames"],
                          "duration": meta["frames"] / meta["fps"], "flags": meta["flags"],
                          "silent": bool(quality["silent"]),
+                         "identity": meta["extra"].get("identity"), "split": meta["extra"].get("split"),
                          **{c: quality.get(c) for c in QUALITY_COLUMNS}})
     return rows
 
 
 def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_shard: int, root: Path | None,
-                  sources: list[dict], header: dict) -> dict:
-    """Shards, samples.parquet, failures.parquet and manifest.json (written last); returns the manifest."""
+                  sources: list[dict], header: dict, skipped: list[dict] = ()) -> dict:
+    """Shards, samples.parquet, failures.parquet and manifest.json (written last); returns the manifest.
+
+    `skipped`: failure rows for clips the source adapter left out before any processing."""
     keys, failures = staging.results(specs)
+    failures = sorted([*skipped, *failures], key=lambda r: (r["video_id"], r["start"] or 0.0))
     shards = write_shards(staging, keys, out, per_shard)
     paths = {s["video_id"]: s["abs_path"] for s in sources}
     rows = sample_rows(staging, shards, root, paths)

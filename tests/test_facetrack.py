@@ -63,3 +63,16 @@ def test_cut_square_pads_outside_and_reports_it():
 def test_detect_size_keeps_aspect_and_even_sides():
     assert detect_size(720, 1280, 640) == (360, 640)
     assert detect_size(360, 288, 640) == (360, 288)
+
+
+def test_crop_hint_picks_the_hinted_face_over_the_dominant_one():
+    from posetalk_data.stages.facetrack import Track, hint_box, pick_track
+
+    big = Track([0, 1, 2], [box(500, 100, 200)] * 3, [0.9] * 3)
+    small = Track([0, 1, 2], [box(50, 50, 80)] * 3, [0.9] * 3)
+    assert pick_track([big, small], None) is big
+    hint = hint_box({"box": [0.0, 0.0, 0.2, 0.3], "units": "normalised"}, 800, 600)
+    assert np.allclose(hint, [0, 0, 160, 180]) and pick_track([big, small], hint) is small
+    pixels = hint_box({"box": [0, 0, 320, 360], "units": "pixels", "frame": [1600, 1200]}, 800, 600)
+    assert np.allclose(pixels, [0, 0, 160, 180])
+    assert pick_track([big, small], np.array([700.0, 500, 790, 590])) is big   # no overlap: the dominant one

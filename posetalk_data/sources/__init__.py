@@ -1,26 +1,53 @@
-"""Source adapters: each turns a dataset (or folder) into a list of VideoSpecs."""
+"""Source adapters: each turns a dataset (or folder) into a list of VideoSpecs, plus what it could not use."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..schema import VideoSpec
 
-SOURCES = ("folder", "demo")
+SOURCES = ("folder", "demo", "hdtf", "celebv-text", "mead")
+DATASETS = {"hdtf": "hdtf", "celebv-text": "celebv_text", "mead": "mead"}   # --src -> module
 
 
-def source_specs(src: str, input_dir: Path | None, out: Path) -> tuple[list[VideoSpec], Path]:
-    """(specs, root) for a source; root is the folder source paths are stored relative to."""
+@dataclass
+class SourcePlan:
+    specs: list[VideoSpec]
+    root: Path                          # the folder source paths are stored relative to
+    skipped: list[dict] = field(default_factory=list)   # failure rows (stage "source") for clips left out
+
+
+def dataset_module(src: str):
+    import importlib
+
+    return importlib.import_module(f"{__name__}.{DATASETS[src]}")
+
+
+def source_plan(src: str, input_dir: Path | None, out: Path, **options) -> SourcePlan:
+    """What a build of `src` processes. `input_dir` is --input for folder (and demo), --root for datasets."""
     if src == "folder":
         if input_dir is None:
             raise ValueError("--src folder needs --input DIR (the folder of videos)")
         from .folder import folder_specs
 
-        return folder_specs(input_dir), input_dir
+        return SourcePlan(folder_specs(input_dir), input_dir)
     if src == "demo":
         from .demo import make_demo_clips
 
         root = input_dir or out / "demo_videos"
-        clips = make_demo_clips(root)
-        return [VideoSpec(source="demo", video_id=c.name, path=str(c.video),
-                          extra={"ground_truth_pose": c.pose.relative_to(root).as_posix()}) for c in clips], root
+        return SourcePlan([VideoSpec(source="demo", video_id=c.name, path=str(c.video),
+                                     extra={"ground_truth_pose": c.pose.relative_to(root).as_posix()})
+                           for c in make_demo_clips(root)], root)
+    if src in DATASETS:
+        if input_dir is None:
+            raise ValueError(f"--src {src} needs --root DIR (the dataset folder with its metadata and media)")
+        scan = dataset_module(src).scan(input_dir, **options)
+        skipped = [{"source": src, "video_id": p.id, "source_path": "", "start": None, "end": None,
+                    "stage": "source", "reason": p.reason} for p in scan.problems if not p.kept]
+        return SourcePlan(scan.specs, scan.root, skipped)
     raise ValueError(f"unknown source {src!r}; choose one of {', '.join(SOURCES)}")
+
+
+def source_specs(src: str, input_dir: Path | None, out: Path, **options) -> tuple[list[VideoSpec], Path]:
+    plan = source_plan(src, input_dir, out, **options)
+    return plan.specs, plan.root

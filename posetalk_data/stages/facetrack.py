@@ -102,6 +102,29 @@ def cut_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int) 
     return cv2.resize(patch, (size, size), interpolation=interp), outside
 
 
+def hint_box(hint: dict | None, width: int, height: int) -> np.ndarray | None:
+    """A dataset's crop hint ({box, units, frame}) as x0, y0, x1, y1 in pixels of the frame as displayed."""
+    if not hint or not hint.get("box"):
+        return None
+    box = np.asarray(hint["box"], dtype=np.float64)
+    if hint.get("units") == "normalised":
+        return box * [width, height, width, height]
+    frame_w, frame_h = hint.get("frame") or (None, None)
+    sy = height / frame_h if frame_h else 1.0
+    sx = width / frame_w if frame_w else sy      # HDTF declares only the height it was downloaded at
+    return box * [sx, sy, sx, sy]
+
+
+def pick_track(tracks: list[Track], hint: np.ndarray | None) -> Track:
+    """The track a dataset's crop hint points at (most overlap with its median box), else the dominant one."""
+    if hint is not None:
+        overlap = [(iou(np.median(np.array(t.boxes), 0), hint), t.weight, i) for i, t in enumerate(tracks)]
+        best = max(overlap)
+        if best[0] > 0:
+            return tracks[best[2]]
+    return max(tracks, key=lambda t: t.weight)
+
+
 def detect_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     k = min(1.0, max_side / max(width, height))
     return max(2, int(width * k) // 2 * 2), max(2, int(height * k) // 2 * 2)
@@ -161,7 +184,8 @@ class FaceTrackStage(Stage):
         tracks = link_tracks(detections, max_gap)
         if not tracks:
             raise ClipFailure("no face found in any frame")
-        main = max(tracks, key=lambda t: t.weight)
+        main = pick_track(tracks, hint_box(record.spec.extra.get("crop_hint"), record.probe["width"],
+                                           record.probe["height"]))
         other = {f for t in tracks if t is not main for f in t.frames}
         multi = len(other & set(main.frames)) / len(main.frames)   # over the frames where detection ran
         if multi > cfg.multi_face_min_fraction and cfg.multi_face == "drop":
