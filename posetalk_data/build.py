@@ -95,7 +95,7 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
                 **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
     header = {"source": source, "pipeline": cfg.model_dump(mode="json"), "versions": versions}
     result.manifest = write_outputs(staging, specs, out, per_shard=cfg.write.samples_per_shard, root=root,
-                                    sources=sources, header=header, skipped=skipped)
+                                    sources=sources, header=header, layers=processor.layers(), skipped=skipped)
     result.seconds = time.perf_counter() - started
     write_timings(out, result)
     write_report(out)

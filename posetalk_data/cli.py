@@ -16,6 +16,9 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pret
 app.add_typer(manifest_app, name="manifest")
 sources_app = typer.Typer(help="Look at a dataset folder before building it.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
+models_app = typer.Typer(help="Fetch the speech and text models a profile needs (on a machine with internet).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
@@ -44,6 +47,10 @@ def build(
                                                             "yt-dlp (needs internet)."),
     view: str = typer.Option("front", "--view", help="mead: camera view to build (front, left_30, ..., or all)."),
     pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML (default: pipelines/<src>.yaml)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Speech/text models: paper (HuBERT + CLIP, "
+                                                                  "needs their weights; default for datasets) or "
+                                                                  "offline (mel + MiniLM, runs anywhere; default "
+                                                                  "for folder and demo)."),
     overrides: list[str] = typer.Option([], "--set", help="Config override as dotted.key=value, repeatable, "
                                                           "e.g. --set facetrack.crop_size=256."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join a running Ray cluster "
@@ -68,7 +75,13 @@ def build(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
     try:
         require_ffmpeg()
-        cfg = load_config(pipeline or default_pipeline(src), overrides)
+        from .build import preflight
+        from .pipeline import VideoProcessor
+        from .sources import DATASETS
+
+        cfg = load_config(pipeline or default_pipeline(src), overrides,
+                          profile or ("paper" if src in DATASETS else "offline"))
+        preflight(VideoProcessor(cfg))      # missing tools or weights: fail now, before any clip
         plan = source_plan(src, root or input_dir, out, **source_options(src, download, view))
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
@@ -138,6 +151,39 @@ def inspect_source(
     except ValueError as err:
         fail(str(err))
     typer.echo(json.dumps(report, indent=1, default=str) if as_json else render_inspection(report))
+
+
+@models_app.command("pull")
+def models_pull(
+    profile: str = typer.Option("paper", "--profile", help="The profile whose models to fetch."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML naming other models."),
+    overrides: list[str] = typer.Option([], "--set", help="Config overrides, as for build."),
+) -> None:
+    """Download the profile's speech model and CLIP weights into the Hugging Face cache (HF_HOME); copy that
+    cache to offline machines. Builds themselves never download."""
+    from .stages.features import make_speech_backend, make_text_encoder
+    from .weights import pull_hf
+
+    try:
+        cfg = load_config(pipeline, overrides, profile)
+    except ConfigError as err:
+        fail(str(err))
+    repos = []
+    if cfg.speech.backend != "mel":
+        repos.append((make_speech_backend(cfg.speech).model_id, cfg.speech.revision))
+    if cfg.text.encoder == "clip":
+        import open_clip
+
+        hub = open_clip.get_pretrained_cfg(cfg.text.model, cfg.text.pretrained).get("hf_hub", "").strip("/")
+        repos.append(("/".join(hub.split("/")[:2]), None))
+    for repo, revision in repos:
+        try:
+            console.print(f"{repo}: {pull_hf(repo, revision=revision)}")
+        except Exception as err:   # huggingface_hub raises many kinds (offline, 404, auth); all mean "not fetched"
+            fail(f"could not download {repo}: {type(err).__name__}: {err}",
+                 "This needs internet access (and HF_HUB_OFFLINE unset).")
+    if not repos:
+        console.print(f"profile {profile}: nothing to download (its models ship inside installed packages)")
 
 
 @app.command()

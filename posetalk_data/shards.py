@@ -129,7 +129,7 @@ class Staging:
         return sorted(keys), sorted(failures, key=lambda r: (r["video_id"], r["start"] or 0.0))
 
     def members(self, key: str) -> dict[str, bytes]:
-        return {name: (self.samples_dir / key / name).read_bytes() for name in MEMBERS}
+        return {p.name: p.read_bytes() for p in sorted((self.samples_dir / key).iterdir())}
 
 
 def failure_row(record: ClipRecord, root: Path | None) -> dict:
@@ -192,10 +192,12 @@ def sample_rows(staging: Staging, shards: list[dict], root: Path | None, paths: 
 
 
 def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_shard: int, root: Path | None,
-                  sources: list[dict], header: dict, skipped: list[dict] = ()) -> dict:
+                  sources: list[dict], header: dict, layers: dict[str, str] | None = None,
+                  skipped: list[dict] = ()) -> dict:
     """Shards, samples.parquet, failures.parquet and manifest.json (written last); returns the manifest.
 
-    `skipped`: failure rows for clips the source adapter left out before any processing."""
+    `layers`: the feature-layer members (name -> description); `skipped`: failure rows for clips the source
+    adapter left out before any processing."""
     keys, failures = staging.results(specs)
     failures = sorted([*skipped, *failures], key=lambda r: (r["video_id"], r["start"] or 0.0))
     shards = write_shards(staging, keys, out, per_shard)
@@ -205,7 +207,7 @@ def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_sh
     pq.write_table(pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA), out / "failures.parquet")
     manifest = {
         "format": "posetalk-shards", "schema_version": SCHEMA_VERSION, **header,
-        "members": {name: desc for name, (desc, _, _) in MEMBERS.items()},
+        "members": {**{name: desc for name, (desc, _, _) in MEMBERS.items()}, **(layers or {})},
         "counts": {"samples": len(rows), "shards": len(shards), "failures": len(failures),
                    "videos": len(sources), "hours": round(sum(r["duration"] for r in rows) / 3600, 4)},
         "shards": [{k: v for k, v in s.items() if k != "keys"} for s in shards],

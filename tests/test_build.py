@@ -203,3 +203,34 @@ def test_demo_build_recovers_the_known_rotation(ray_session, tmp_path):
                 assert r > 0.97 and 0.55 < gain < 1.2, (meta["video_id"], name)
             else:                    # the still axes stay still
                 assert offset_free_mae(ours, ref) < 2.0, (meta["video_id"], name)
+        # the motion text written from the recovered pose names the animated motion
+        kinds = {a["kind"] for a in json.loads(sample["text.json"])["actions"]}
+        expected = {"astronaut_yaw": "shake", "grace_nod": "nod", "astronaut_tilt": "tilt"}.get(meta["video_id"])
+        print(meta["video_id"], sorted(kinds), json.loads(sample["text.json"])["prompts"][0])
+        assert expected is None or any(k.startswith(expected) for k in kinds), (meta["video_id"], kinds)
+
+
+def test_speech_and_text_layers_of_the_offline_profile(built):
+    """Every sample carries mel features with T rows, prompts written from its pose track and their embeddings."""
+    out, _, _, _, shards = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"mel.npy", "minilm.npy", "text.json"} <= set(manifest["members"])
+    assert json.loads(manifest["versions"]["speech"])["backend"] == "mel"
+    for key, sample in shards.items():
+        frames = json.loads(sample["meta.json"])["frames"]
+        mel, text = npy(sample["mel.npy"]), json.loads(sample["text.json"])
+        assert mel.shape == (frames, 80) and mel.dtype == np.float16 and np.isfinite(mel).all(), key
+        assert text["source"] == "pose" and len(text["prompts"]) == 3 and all(text["prompts"]), key
+        assert npy(sample["minilm.npy"]).shape == (3, 384)
+
+
+def test_paper_profile_without_weights_stops_before_any_clip(sample_input, tmp_path):
+    from typer.testing import CliRunner
+
+    from posetalk_data.cli import app
+
+    result = CliRunner().invoke(app, ["build", "--src", "folder", "--input", str(sample_input), "--out",
+                                      str(tmp_path / "o"), "--profile", "paper", "--workers", "0"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "facebook/hubert-base-ls960" in said and "offline" in said
+    assert not (tmp_path / "o").exists()

@@ -46,3 +46,9 @@ def test_unknown_source_lists_the_choices(tmp_path):
 def test_help_explains_the_build():
     result = runner.invoke(app, ["build", "--help"])
     assert result.exit_code == 0 and "--ray-address" in said(result) and "--strict" in said(result)
+
+
+def test_models_pull_offline_says_it_needs_internet():
+    result = runner.invoke(app, ["models", "pull", "--profile", "paper"])   # HF_HUB_OFFLINE=1 in tests
+    assert result.exit_code == 2 and "could not download facebook/hubert-base-ls960" in said(result)
+    assert "nothing to download" in said(runner.invoke(app, ["models", "pull", "--profile", "offline"]))

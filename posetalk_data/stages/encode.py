@@ -38,11 +38,13 @@ class EncodeStage(Stage):
     name = "encode"
     resources = Resources(cpus=0.5)   # one FLAC encode
 
-    def __init__(self, crop_size: int):
+    def __init__(self, crop_size: int, speech_member: str, text_member: str):
         self.crop_size = crop_size
+        self.layers = {speech_member: True, text_member: False}   # member -> per frame?
 
     def inputs(self) -> list[str]:
-        return ["video", "audio", "crop_box", "pose", "gaze", "landmarks", "quality"]
+        return ["video", "audio", "crop_box", "pose", "gaze", "landmarks", "quality", "speech", "text",
+                "text_embedding"]
 
     def outputs(self) -> list[str]:
         return ["members"]
@@ -57,10 +59,16 @@ class EncodeStage(Stage):
             if not np.isfinite(array).all():
                 raise ClipFailure(f"{name} has non-finite values")
             members[f"{name}.npy"] = npy_bytes(array)
+        for name, per_frame in self.layers.items():
+            array = np.asarray(record.arrays[name], dtype=np.float16)
+            if per_frame and len(array) != frames:
+                raise ClipFailure(f"{name} has {len(array)} rows for {frames} video frames")
+            members[name] = npy_bytes(array)
+        members["text.json"] = json.dumps(record.meta["text"], indent=1, sort_keys=True).encode()
         members["audio.flac"] = encode_flac(record.audio, start=record.meta.get("audio_offset", 0.0),
                                             duration=frames / VIDEO_FPS)
         members["meta.json"] = json.dumps(sample_meta(record, frames, self.crop_size), indent=1,
                                           sort_keys=True).encode()
-        assert set(members) == set(MEMBERS), "schema and encoder disagree"   # a wiring bug, not user input
+        assert set(members) == set(MEMBERS) | set(self.layers), "schema and encoder disagree"   # a wiring bug
         record.members = members
         return record

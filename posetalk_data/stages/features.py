@@ -1,0 +1,98 @@
+"""Stages 7b and 7c: speech features aligned to the video frames, and the clip's motion text with its embedding.
+
+The math lives in posetalk_data.speech, .motion_text and .text_encoders; these stages adapt records to it.
+Member names say which model made them (`mel.npy`, `hubert.npy`, `minilm.npy`, `clip_vit-b-32.npy`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ..config import SpeechConfig, TextConfig
+from ..media import read_wav
+from ..motion_text import describe
+from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
+from ..speech import SpeechBackend, speech_backend
+from ..text_encoders import TextEncoder, text_encoder
+from .base import Resources, Stage
+
+
+def make_speech_backend(cfg: SpeechConfig) -> SpeechBackend:
+    opts = {"window_s": cfg.window_s, "context_s": cfg.context_s}
+    if cfg.backend != "mel":
+        opts.update(model=cfg.model, revision=cfg.revision, local_dir=cfg.local_dir, layers=cfg.layers,
+                    device=cfg.device)
+    return speech_backend(cfg.backend, **opts)
+
+
+def make_text_encoder(cfg: TextConfig) -> TextEncoder:
+    if cfg.encoder == "clip":
+        return text_encoder("clip", model=cfg.model, pretrained=cfg.pretrained, local_path=cfg.local_path)
+    return text_encoder("minilm")
+
+
+class SpeechStage(Stage):
+    name = "speech"
+    resources = Resources(cpus=1)
+
+    def __init__(self, cfg: SpeechConfig):
+        self.cfg = cfg
+        self.backend = make_speech_backend(cfg)   # cheap: weights load in setup()
+
+    def inputs(self) -> list[str]:
+        return ["audio", "crop_box"]
+
+    def outputs(self) -> list[str]:
+        return ["speech"]
+
+    def check(self) -> None:
+        self.backend.check()
+
+    def setup(self) -> None:
+        self.backend.setup()
+
+    def versions(self) -> dict[str, str]:
+        return {"speech": json.dumps(self.backend.versions(), sort_keys=True, default=str)}
+
+    def process(self, record: ClipRecord) -> ClipRecord:
+        frames = len(record.arrays["crop_box"])
+        offset = round(record.meta.get("audio_offset", 0.0) * AUDIO_RATE)
+        audio = read_wav(record.audio)[offset: offset + frames * AUDIO_RATE // VIDEO_FPS]
+        record.arrays[self.backend.member_name] = self.backend.features(audio, frames)
+        return record
+
+
+class TextStage(Stage):
+    name = "text"
+    resources = Resources(cpus=0.5)
+
+    def __init__(self, cfg: TextConfig):
+        self.cfg = cfg
+        self.encoder = make_text_encoder(cfg)
+
+    def inputs(self) -> list[str]:
+        return ["pose"]
+
+    def outputs(self) -> list[str]:
+        return ["text", "text_embedding"]
+
+    def check(self) -> None:
+        self.encoder.check()
+
+    def setup(self) -> None:
+        self.encoder.setup()
+
+    def versions(self) -> dict[str, str]:
+        return {"text_encoder": json.dumps(self.encoder.versions(), sort_keys=True, default=str)}
+
+    def process(self, record: ClipRecord) -> ClipRecord:
+        extra = record.spec.extra
+        if extra.get("prompts"):       # dataset captions (CelebV-Text action descriptions) are the prompts
+            text = {"source": extra.get("prompt_source", f"{record.spec.source} captions"),
+                    "prompts": list(extra["prompts"])}
+        else:                          # otherwise written from the clip's own pose track; seeded by the key
+            seed = int(hashlib.sha1(record.key.encode()).hexdigest()[:8], 16)
+            text = describe(record.arrays["pose"], VIDEO_FPS, seed, n=self.cfg.prompts)
+        record.meta["text"] = text
+        record.arrays[self.encoder.member_name] = self.encoder.encode(text["prompts"])
+        return record
