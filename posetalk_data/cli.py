@@ -187,6 +187,28 @@ def models_pull(
 
 
 @app.command()
+def extend(
+    manifest: Path = typer.Option(..., "--manifest", help="A build's manifest.json."),
+    features: str = typer.Option(..., "--features", help="Comma-separated layers to add or replace: mel, wav2vec2, "
+                                                         "hubert (speech), clip, minilm (text)."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML for the models' settings."),
+    overrides: list[str] = typer.Option([], "--set", help="e.g. --set speech.local_dir=/models/hubert-base"),
+) -> None:
+    """Add or replace feature layers of an existing build without redoing the visual stages (shards rewritten
+    atomically, manifest updated last)."""
+    from .extend import extend as run_extend
+    from .manifest import ManifestError
+
+    try:
+        cfg = load_config(pipeline, overrides)
+        result = run_extend(manifest, [f.strip() for f in features.split(",") if f.strip()], cfg,
+                            progress=lambda shard: console.print(f"extended {shard}"))
+    except (ConfigError, ManifestError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    console.print(f"{manifest}: layers now {', '.join(sorted(result['members']))}")
+
+
+@app.command()
 def report(
     manifest: Path = typer.Option(..., "--manifest", help="A build's manifest.json."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html (default: beside the manifest)."),

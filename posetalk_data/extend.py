@@ -1,0 +1,106 @@
+"""`posetalk-data extend`: add or replace feature layers (speech features, text embeddings) of an existing build
+without recomputing the visual stages.
+
+Each shard is read (safely), every sample gets the new layers computed from its own audio.flac, pose.npy and
+text.json, and the shard is written again under a temporary name, then renamed; the manifest (members, versions,
+shard checksums) is rewritten last, so an interrupted extend leaves a manifest that still verifies (a shard
+whose bytes changed before the crash is simply extended again by the next run).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+from .config import PipelineConfig
+from .manifest import load_manifest, safe_samples
+from .media import npy_bytes, read_wav
+from .schema import SPEECH_LAYER, TEXT_LAYER
+from .shards import sha256_file
+from .stages.features import clip_text, make_speech_backend, make_text_encoder
+
+SPEECH_FEATURES = ("mel", "wav2vec2", "hubert")
+TEXT_FEATURES = ("clip", "minilm")
+
+
+def plan_layers(features: list[str], cfg: PipelineConfig) -> tuple[list, list]:
+    """(speech backends, text encoders) for the requested feature names, configured from cfg's sections."""
+    unknown = sorted(set(features) - set(SPEECH_FEATURES) - set(TEXT_FEATURES))
+    if unknown or not features:
+        raise ValueError(f"unknown feature layer(s) {unknown or features}: choose from "
+                         f"{', '.join(SPEECH_FEATURES + TEXT_FEATURES)}")
+    speech = [make_speech_backend(cfg.speech.model_copy(update={"backend": f})) for f in features
+              if f in SPEECH_FEATURES]
+    text = [make_text_encoder(cfg.text.model_copy(update={"encoder": f})) for f in features if f in TEXT_FEATURES]
+    return speech, text
+
+
+def _audio(flac: bytes) -> np.ndarray:
+    with tempfile.NamedTemporaryFile(suffix=".flac") as f:
+        f.write(flac)
+        f.flush()
+        return read_wav(f.name)
+
+
+def extend_sample(members: dict[str, bytes], key: str, speech: list, text: list, n_prompts: int) -> dict[str, bytes]:
+    frames = json.loads(members["meta.json"])["frames"]
+    out = dict(members)
+    if speech:
+        audio = _audio(members["audio.flac"])
+        for backend in speech:
+            out[backend.member_name] = npy_bytes(backend.features(audio, frames))
+    if text:
+        if "text.json" not in out:    # a build from before text layers: write the prompts first
+            pose = np.load(io.BytesIO(members["pose.npy"]), allow_pickle=False)
+            meta = json.loads(members["meta.json"])
+            out["text.json"] = json.dumps(clip_text(key, pose, meta.get("extra", {}), n_prompts), indent=1,
+                                          sort_keys=True).encode()
+        prompts = json.loads(out["text.json"])["prompts"]
+        for encoder in text:
+            out[encoder.member_name] = npy_bytes(encoder.encode(prompts))
+    return out
+
+
+def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progress=None) -> dict:
+    """Add or replace the feature layers in every shard of a build; returns the updated manifest."""
+    manifest_path = Path(manifest_path)
+    manifest = load_manifest(manifest_path)
+    if manifest.get("manifest_version", 1) != 1:
+        raise ValueError("extend works on a build's own manifest.json, not on a filtered/split/merged one "
+                         "(their shards are shared with the build they came from)")
+    speech, text = plan_layers(features, cfg)
+    for model in (*speech, *text):
+        model.check()          # before any shard is touched
+    for model in (*speech, *text):
+        model.setup()
+    base = manifest_path.parent
+    for shard in manifest["shards"]:
+        path = base / shard["path"]
+        tmp = path.with_suffix(".tar.tmp")
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            writer = wds.TarWriter(dst, user="posetalk", group="posetalk", mtime=0, encoder=False)
+            for key, members in safe_samples(src):
+                writer.write({"__key__": key, **extend_sample(members, key, speech, text, cfg.text.prompts)})
+            writer.close()
+        os.replace(tmp, path)
+        shard.update(sha256=sha256_file(path), bytes=path.stat().st_size)
+        if progress:
+            progress(shard["path"])
+    for backend in speech:
+        manifest["members"][backend.member_name] = f"{SPEECH_LAYER[0]} ({backend.name})"
+        manifest["versions"][backend.member_name] = json.dumps(backend.versions(), sort_keys=True, default=str)
+    for encoder in text:
+        manifest["members"][encoder.member_name] = f"{TEXT_LAYER[0]} ({encoder.name})"
+        manifest["versions"][encoder.member_name] = json.dumps(encoder.versions(), sort_keys=True, default=str)
+    manifest["members"].setdefault("text.json", "the clip's motion prompts and where they came from")
+    manifest.setdefault("extended", []).append({"features": features, "speech": cfg.speech.model_dump(mode="json"),
+                                                "text": cfg.text.model_dump(mode="json")})
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, manifest_path)
+    return manifest

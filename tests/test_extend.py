@@ -1,0 +1,83 @@
+"""`extend`: feature layers added to or replaced in an existing build, the visual members untouched."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from posetalk_data.config import load_config
+from posetalk_data.extend import extend
+from posetalk_data.manifest import read_samples, verify
+from posetalk_data.weights import WeightsMissing
+
+
+@pytest.fixture(scope="module")
+def tiny_build(samples, tmp_path_factory):
+    from posetalk_data.build import build
+    from posetalk_data.sources.folder import folder_specs
+
+    root = tmp_path_factory.mktemp("extend_in")
+    for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg"):
+        (root / name).symlink_to(samples / "videos" / name)
+    out = tmp_path_factory.mktemp("extend_build") / "build"
+    build(folder_specs(root), out, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=root,
+          workers=0)
+    return out
+
+
+@pytest.fixture
+def build_copy(tiny_build, tmp_path):
+    return shutil.copytree(tiny_build, tmp_path / "b", ignore=shutil.ignore_patterns(".staging"))
+
+
+def shard_bytes(out):
+    return [p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))]
+
+
+def test_replacing_a_layer_with_the_same_model_changes_no_byte(build_copy):
+    before = shard_bytes(build_copy)
+    extend(build_copy / "manifest.json", ["mel", "minilm"], load_config(None))
+    assert shard_bytes(build_copy) == before and verify(build_copy / "manifest.json") == []
+
+
+def test_hubert_layer_added_from_a_local_model(build_copy, tmp_path):
+    import transformers
+
+    folder = tmp_path / "tiny-hubert"
+    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=4,
+                                    num_conv_pos_embedding_groups=4, feat_extract_norm="layer", conv_bias=True)
+    transformers.HubertModel(cfg).save_pretrained(folder)
+    before = dict(read_samples(build_copy / "manifest.json"))
+    manifest = extend(build_copy / "manifest.json", ["hubert"], load_config(None, [f"speech.local_dir={folder}"]))
+    assert "hubert.npy" in manifest["members"] and "weights_sha256" in manifest["versions"]["hubert.npy"]
+    assert verify(build_copy / "manifest.json") == []
+    for key, sample in read_samples(build_copy / "manifest.json"):
+        frames = json.loads(sample["meta.json"])["frames"]
+        hubert = np.load(io.BytesIO(sample["hubert.npy"]))
+        assert hubert.shape == (frames, 32) and hubert.dtype == np.float16
+        for name in ("video.mp4", "pose.npy", "mel.npy", "text.json"):   # everything else as it was
+            assert sample[name] == before[key][name]
+
+
+def test_missing_weights_stop_before_any_shard_is_touched(build_copy):
+    before = shard_bytes(build_copy)
+    with pytest.raises(WeightsMissing, match="hubert"):
+        extend(build_copy / "manifest.json", ["hubert"], load_config(None))
+    assert shard_bytes(build_copy) == before
+    with pytest.raises(ValueError, match="unknown feature"):
+        extend(build_copy / "manifest.json", ["whisper"], load_config(None))
+
+
+def test_extend_command(build_copy):
+    from typer.testing import CliRunner
+
+    from posetalk_data.cli import app
+
+    ok = CliRunner().invoke(app, ["extend", "--manifest", str(build_copy / "manifest.json"), "--features", "mel"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, ["extend", "--manifest", str(build_copy / "manifest.json"), "--features", "clip"])
+    assert bad.exit_code == 2 and "CLIP" in " ".join(bad.output.split())
