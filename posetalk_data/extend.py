@@ -15,13 +15,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 
 from .config import PipelineConfig
 from .manifest import load_manifest, safe_samples
 from .media import npy_bytes, read_wav
 from .schema import SPEECH_LAYER, TEXT_LAYER
-from .shards import sha256_file
+from .shards import write_tar
 from .stages.features import clip_text, make_speech_backend, make_text_encoder
 
 SPEECH_FEATURES = ("mel", "wav2vec2", "hubert")
@@ -81,14 +80,9 @@ def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progre
     base = manifest_path.parent
     for shard in manifest["shards"]:
         path = base / shard["path"]
-        tmp = path.with_suffix(".tar.tmp")
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            writer = wds.TarWriter(dst, user="posetalk", group="posetalk", mtime=0, encoder=False)
-            for key, members in safe_samples(src):
-                writer.write({"__key__": key, **extend_sample(members, key, speech, text, cfg.text.prompts)})
-            writer.close()
-        os.replace(tmp, path)
-        shard.update(sha256=sha256_file(path), bytes=path.stat().st_size)
+        samples = [(key, extend_sample(members, key, speech, text, cfg.text.prompts))
+                   for key, members in safe_samples(path)]     # one shard in memory: read fully, then replace it
+        shard.update(sha256=write_tar(path, samples), bytes=path.stat().st_size)
         if progress:
             progress(shard["path"])
     for backend in speech:

@@ -3,7 +3,8 @@
 Reads only what a finished build leaves behind (manifest.json, samples.parquet, failures.parquet, the shards), so
 it can be written at the end of a build or later by `posetalk-data report --manifest M`. Per-frame figures read
 pose.npy / gaze.npy from at most MAX_CLIPS clips, picked evenly over the sorted keys: deterministic, and bounded
-for big builds. Shards are read with tarfile and arrays with np.load(allow_pickle=False): nothing is unpickled.
+for big builds. Shards are read with manifest.safe_samples and arrays with np.load(allow_pickle=False): nothing
+is unpickled, and a member that escapes or is not a file is refused.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import tarfile
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no global pyplot state
 
 from .geometry import euler_to_rotation
+from .manifest import safe_samples
 
 MAX_CLIPS = 300
 THUMB_PX = 192
@@ -100,19 +101,15 @@ def _read_clips(root: Path, shard_of: dict[str, str], keys: list[str], thumb_key
     for key in keys:
         by_shard[shard_of[key]].add(key)
     for shard, wanted in sorted(by_shard.items()):
-        with tarfile.open(root / shard) as tar:
-            for member in tar:
-                key, _, name = member.name.partition(".")  # keys never contain dots
-                if key not in wanted or not member.isfile():
-                    continue
-                if name in ("pose.npy", "gaze.npy") or (key in thumb_keys and name in
-                                                         ("landmarks.npy", "video.mp4", "meta.json")):
-                    data = tar.extractfile(member).read()
-                    clip = clips.setdefault(key, {})
-                    if name.endswith(".npy"):
-                        clip[name[:-4]] = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
-                    else:
-                        clip[name] = json.loads(data) if name == "meta.json" else data
+        for key, members in safe_samples(root / shard, keys=wanted):
+            clip = clips.setdefault(key, {})
+            names = ("pose.npy", "gaze.npy") + (("landmarks.npy", "video.mp4", "meta.json") if key in thumb_keys else ())
+            for name in (n for n in names if n in members):
+                data = members[name]
+                if name.endswith(".npy"):
+                    clip[name[:-4]] = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+                else:
+                    clip[name] = json.loads(data) if name == "meta.json" else data
     return {k: clips[k] for k in keys if "pose" in clips.get(k, {})}
 
 

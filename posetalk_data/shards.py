@@ -139,13 +139,14 @@ def failure_row(record: ClipRecord, root: Path | None) -> dict:
             "end": record.end or None, "stage": stage, "reason": reason}
 
 
-def write_shard(staging: Staging, keys: list[str], final: Path) -> str:
-    """One shard, written under a temporary name then renamed; returns its sha256."""
+def write_tar(final: Path, samples) -> str:
+    """Write (key, {member: bytes}) samples as a shard under a temporary name, then rename; returns its sha256.
+    Fixed owner and mtime 0 (and webdataset's sorted members): the same samples give the same bytes."""
     tmp = final.with_suffix(".tar.tmp")
     with open(tmp, "wb") as stream:
         writer = wds.TarWriter(stream, user="posetalk", group="posetalk", mtime=0, encoder=False)
-        for key in keys:
-            writer.write({"__key__": key, **staging.members(key)})
+        for key, members in samples:
+            writer.write({"__key__": key, **members})
         writer.close()
     os.replace(tmp, final)
     return sha256_file(final)
@@ -166,7 +167,7 @@ def write_shards(staging: Staging, keys: list[str], out: Path, per_shard: int) -
         if before.get("keys") == chunk and final.is_file() and sha256_file(final) == before.get("sha256"):
             digest = before["sha256"]
         else:
-            digest = write_shard(staging, chunk, final)
+            digest = write_tar(final, ((key, staging.members(key)) for key in chunk))
             record.write_text(json.dumps({"keys": chunk, "sha256": digest}))
         shards.append({"path": final.relative_to(out).as_posix(), "sha256": digest,
                        "samples": len(chunk), "bytes": final.stat().st_size, "keys": chunk})
