@@ -64,24 +64,21 @@ def build(
                                                       "resuming (needed after changing the pipeline config)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log stage details (tracebacks of failed clips)."),
 ) -> None:
-    """Turn talking-face videos into WebDataset shards: face crop, 16 kHz audio, landmarks, head pose, gaze.
+    """Turn talking-face videos into WebDataset shards: face crop, 16 kHz audio, landmarks, head pose, gaze,
+    speech features, motion prompts and their text embeddings.
 
     A build that is interrupted resumes when run again with the same command: finished videos are not redone.
     """
     from .build import build as run_build
-    from .media import require_ffmpeg
-    from .sources import source_plan
+    from .build import preflight
+    from .pipeline import VideoProcessor
+    from .sources import DATASETS, source_plan
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
     try:
-        require_ffmpeg()
-        from .build import preflight
-        from .pipeline import VideoProcessor
-        from .sources import DATASETS
-
         cfg = load_config(pipeline or default_pipeline(src), overrides,
                           profile or ("paper" if src in DATASETS else "offline"))
-        preflight(VideoProcessor(cfg))      # missing tools or weights: fail now, before any clip
+        preflight(VideoProcessor(cfg))      # missing ffmpeg or weights: fail now, before any clip
         plan = source_plan(src, root or input_dir, out, **source_options(src, download, view))
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
