@@ -123,6 +123,8 @@ def print_summary(result) -> None:
     for stage, seconds in result.stage_seconds.items():
         table.add_row(f"  {stage} (worker time)", f"{seconds:.1f} s")
     console.print(table)
+    console.print(f"shards in {result.out / 'shards'}; report: {result.out / 'report.html'}; "
+                  f"check it with `posetalk-data manifest verify {result.out}`")
 
 
 @sources_app.command("inspect")
