@@ -1,0 +1,162 @@
+"""Training windows read straight from a posetalk manifest with a composed webdataset pipeline.
+
+Channels (C = 10, `CHANNELS`): yaw, pitch, roll (deg), gaze left yaw/pitch, right yaw/pitch (deg), then the head's
+translation and scale *relative to the window's first frame* in face-scale units: dx = (x - x0) / s0,
+dy = (y - y0) / s0, ds = log(s / s0). Making them window-relative and scale-normalised removes the source video's
+resolution and framing, which carry no motion. `translation=False` keeps only the 7 angle channels.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset
+
+from posetalk_data.manifest import load_manifest, open_shard, read_samples, safe_samples
+
+CHANNELS = ("yaw", "pitch", "roll", "gaze_l_yaw", "gaze_l_pitch", "gaze_r_yaw", "gaze_r_pitch", "dx", "dy", "dlog_s")
+ANGLE_CHANNELS = 7  # the first 7 channels are in degrees
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    window: int = 32                 # frames per window (25 fps)
+    speech: str | None = "mel"      # speech layer member stem (mel, hubert, wav2vec2) or None
+    text: str | None = "minilm"     # prompt-embedding member stem (minilm, clip_<model>) or None
+    translation: bool = True         # add the 3 window-relative translation/scale channels
+    windows_per_clip: int = 4        # windows cut from each clip per pass (clips are long, shards few)
+    shuffle_buffer: int = 64         # windows held for shuffling
+    resample: bool = True            # infinite, shards drawn with replacement (training); False = one epoch
+    seed: int = 0
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)  # never unpickle shard contents
+
+
+def motion_features(pose: np.ndarray, gaze: np.ndarray, *, translation: bool = True) -> np.ndarray:
+    """pose [T,6], gaze [T,4] -> [T,C] float32 (C = 10 or 7), translation relative to frame 0."""
+    parts = [pose[:, :3], gaze[:, :4]]
+    if translation:
+        s0 = max(float(pose[0, 5]), 1e-3)
+        parts += [(pose[:, 3:5] - pose[0, 3:5]) / s0, np.log(np.maximum(pose[:, 5:6], 1e-3) / s0)]
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def pose_stats(manifest_path: str | Path, *, window: int = 32, translation: bool = True) -> dict:
+    """Per-channel mean/std over every window-start of every sample (JSON-able, stored with checkpoints).
+
+    Translation channels depend on the window start, so they are measured over windows starting every
+    `window // 2` frames; angle channels over every frame."""
+    rows = []
+    for _, sample in read_samples(manifest_path):
+        pose, gaze = _npy(sample["pose.npy"]), _npy(sample["gaze.npy"])
+        for start in range(0, max(len(pose) - window, 0) + 1, max(window // 2, 1)):
+            rows.append(motion_features(pose[start:start + window], gaze[start:start + window],
+                                        translation=translation))
+    if not rows:
+        raise ValueError(f"{manifest_path}: no samples to compute statistics from")
+    x = np.concatenate(rows).astype(np.float64)
+    names = CHANNELS[:x.shape[1]]
+    return {"channels": list(names), "mean": x.mean(0).tolist(),
+            "std": np.maximum(x.std(0), 1e-3).tolist(), "frames": int(len(x))}
+
+
+def normalise(x: torch.Tensor, stats: dict) -> torch.Tensor:
+    mean = torch.as_tensor(stats["mean"], dtype=x.dtype, device=x.device)
+    return (x - mean) / torch.as_tensor(stats["std"], dtype=x.dtype, device=x.device)
+
+
+def denormalise(x: torch.Tensor, stats: dict) -> torch.Tensor:
+    std = torch.as_tensor(stats["std"], dtype=x.dtype, device=x.device)
+    return x * std + torch.as_tensor(stats["mean"], dtype=x.dtype, device=x.device)
+
+
+def _stream_seed(seed: int) -> int:
+    """Distinct, reproducible seed per (seed, node, worker, pass) so workers do not cut the same windows."""
+    info = torch.utils.data.get_worker_info()
+    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() \
+        else 0
+    return hash((seed, rank, info.id if info else 0)) & 0x7FFFFFFF
+
+
+class PoseWindows(IterableDataset):
+    """Yields {"pose": (window, C) f32, "length": int, "speech": (window, D) f32, "text": (D,) f32, "key": str}.
+
+    Clips shorter than `window` are padded with their last frame; "length" is the real frame count."""
+
+    def __init__(self, manifest_path: str | Path, cfg: DataConfig = DataConfig()):
+        super().__init__()
+        self.path, self.cfg = Path(manifest_path), cfg
+        manifest = load_manifest(self.path)
+        self.urls = [s["path"] for s in manifest["shards"]]
+        self.keys = {s["path"]: set(s["keys"]) if "keys" in s else None for s in manifest["shards"]}
+        if not self.urls:
+            raise ValueError(f"{manifest_path}: no shards")
+        self.passes = 0
+
+    def pipeline(self) -> wds.DataPipeline:
+        cfg = self.cfg
+        if cfg.resample:  # every worker draws its own shards: no empty workers when shards < workers
+            source = [wds.ResampledShards(self.urls, seed=cfg.seed, deterministic=True, empty_check=False)]
+        else:
+            source = [wds.SimpleShardList(self.urls), wds.detshuffle(len(self.urls), seed=cfg.seed),
+                      wds.split_by_node, wds.split_by_worker]
+        return wds.DataPipeline(*source, self._read, self._windows)
+
+    def _read(self, shards: Iterator[dict]) -> Iterator[dict]:
+        """Shard URLs -> decoded samples via the project's safe tar reader (no links, no absolute names)."""
+        for shard in shards:
+            for key, sample in safe_samples(open_shard(self.path.parent, shard["url"]), self.keys[shard["url"]]):
+                yield {"key": key, **{name: _npy(data) for name, data in sample.items() if name.endswith(".npy")},
+                       "text.json": json.loads(sample["text.json"]) if "text.json" in sample else None}
+
+    def _member(self, sample: dict, stem: str) -> np.ndarray:
+        if f"{stem}.npy" not in sample:
+            raise KeyError(f"{sample['key']}: no {stem}.npy in the shard (run `posetalk-data extend` for it)")
+        return sample[f"{stem}.npy"]
+
+    def _windows(self, samples: Iterator[dict]) -> Iterator[dict]:
+        cfg = self.cfg
+        self.passes += 1
+        rng = random.Random(_stream_seed(cfg.seed * 1_000_003 + self.passes))
+        buf: list[dict] = []
+        for sample in samples:
+            pose, gaze = sample["pose.npy"], sample["gaze.npy"]
+            speech = self._member(sample, cfg.speech) if cfg.speech else None
+            text = self._member(sample, cfg.text) if cfg.text else None
+            for _ in range(cfg.windows_per_clip):
+                buf.append(self._cut(sample["key"], pose, gaze, speech, text, rng))
+            while len(buf) >= cfg.shuffle_buffer:
+                yield buf.pop(rng.randrange(len(buf)))
+        rng.shuffle(buf)
+        yield from buf
+
+    def _cut(self, key, pose, gaze, speech, text, rng) -> dict:
+        w, t = self.cfg.window, len(pose)
+        start = rng.randint(0, max(t - w, 0))
+        idx = np.minimum(np.arange(start, start + w), t - 1)  # pad short clips with their last frame
+        out = {"key": key, "length": min(w, t),
+               "pose": torch.from_numpy(motion_features(pose[idx], gaze[idx], translation=self.cfg.translation))}
+        if speech is not None:
+            out["speech"] = torch.from_numpy(speech[np.minimum(idx, len(speech) - 1)].astype(np.float32))
+        if text is not None:
+            out["text"] = torch.from_numpy(text[rng.randrange(len(text))].astype(np.float32))
+        return out
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.pipeline())
+
+
+def loader(manifest_path: str | Path, cfg: DataConfig, *, batch_size: int, num_workers: int = 0,
+           **kwargs) -> torch.utils.data.DataLoader:
+    """DataLoader over PoseWindows; default collate stacks tensors and lists keys."""
+    return torch.utils.data.DataLoader(PoseWindows(manifest_path, cfg), batch_size=batch_size,
+                                       num_workers=num_workers, persistent_workers=num_workers > 0, **kwargs)
