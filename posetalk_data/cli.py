@@ -160,7 +160,7 @@ def models_pull(
 ) -> None:
     """Download the profile's speech model and CLIP weights into the Hugging Face cache (HF_HOME); copy that
     cache to offline machines. Builds themselves never download."""
-    from .stages.features import make_speech_backend, make_text_encoder
+    from .stages.features import make_speech_backend
     from .weights import pull_hf
 
     try:

@@ -82,3 +82,19 @@ def sample_build(sample_input: Path, ray_session, tmp_path_factory):
     cfg = load_config(REPO / "pipelines" / "folder.yaml", ["facetrack.crop_size=256"])
     result = build(folder_specs(sample_input), out, cfg, source="folder", root=sample_input, workers=2)
     return out, result
+
+
+@pytest.fixture(scope="session")
+def grid_build(samples, tmp_path_factory) -> Path:
+    """A small in-process build of the two 3 s GRID clips (offline profile, 96 px crops); read-only for tests."""
+    from posetalk_data.build import build
+    from posetalk_data.config import load_config
+    from posetalk_data.sources.folder import folder_specs
+
+    root = tmp_path_factory.mktemp("grid_in")
+    for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg"):
+        link(samples / "videos" / name, root / name)
+    out = tmp_path_factory.mktemp("grid_build") / "build"
+    build(folder_specs(root), out, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=root,
+          workers=0)
+    return out

@@ -1,6 +1,4 @@
 """The CLI: exit codes, --strict, clear errors before any work."""
-from pathlib import Path
-
 from typer.testing import CliRunner
 
 from posetalk_data.cli import app

@@ -14,23 +14,9 @@ from posetalk_data.manifest import read_samples, verify
 from posetalk_data.weights import WeightsMissing
 
 
-@pytest.fixture(scope="module")
-def tiny_build(samples, tmp_path_factory):
-    from posetalk_data.build import build
-    from posetalk_data.sources.folder import folder_specs
-
-    root = tmp_path_factory.mktemp("extend_in")
-    for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg"):
-        (root / name).symlink_to(samples / "videos" / name)
-    out = tmp_path_factory.mktemp("extend_build") / "build"
-    build(folder_specs(root), out, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=root,
-          workers=0)
-    return out
-
-
 @pytest.fixture
-def build_copy(tiny_build, tmp_path):
-    return shutil.copytree(tiny_build, tmp_path / "b", ignore=shutil.ignore_patterns(".staging"))
+def build_copy(grid_build, tmp_path):
+    return shutil.copytree(grid_build, tmp_path / "b", ignore=shutil.ignore_patterns(".staging"))
 
 
 def shard_bytes(out):

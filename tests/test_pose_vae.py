@@ -15,18 +15,8 @@ QUIET = TrainVAEConfig(progress=False, log_every=5, ckpt_every=20, batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def manifest(samples, tmp_path_factory):
-    from posetalk_data.build import build
-    from posetalk_data.config import load_config
-    from posetalk_data.sources.folder import folder_specs
-
-    root = tmp_path_factory.mktemp("vae_in")
-    for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg"):
-        (root / name).symlink_to(samples / "videos" / name)
-    out = tmp_path_factory.mktemp("vae_build") / "build"
-    build(folder_specs(root), out, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=root,
-          workers=0)
-    return out / "manifest.json"
+def manifest(grid_build):
+    return grid_build / "manifest.json"
 
 
 def test_windows_with_two_workers_and_one_shard(manifest):
