@@ -8,11 +8,23 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _onto_defaults(cls, data):
+        """A partial mapping for a sub-section overrides that section's own default, key by key (pydantic would
+        otherwise rebuild it from the sub-class's defaults, losing e.g. a trainer's smaller model size)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, field in cls.model_fields.items():
+                if isinstance(data.get(name), dict) and isinstance(field.default, BaseModel):
+                    data[name] = {**field.default.model_dump(), **data[name]}
+        return data
 
 
 class NormaliseConfig(Section):
@@ -117,28 +129,38 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
+def read_tree(path: str | Path | None, what: str = "pipeline config") -> dict:
+    """A YAML file's top-level mapping ({} for no file); errors name the file."""
+    if not path:
+        return {}
+    try:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read {what} ({err})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return tree
+
+
+def validate(cls: type[Section], tree: dict, overrides: list[str], origin: str):
+    """Apply `key.path=value` overrides to the tree, then build the typed config; errors name the key and origin."""
+    for item in overrides:
+        _set_dotted(tree, *parse_override(item))
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"{origin}: {problems}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), profile: str | None = None
                 ) -> PipelineConfig:
     """YAML, then the profile's models, then --set overrides (later wins)."""
-    origin = str(path) if path else "defaults"
-    tree: dict = {}
-    if path:
-        try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{origin}: cannot read pipeline config ({err})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{origin}: expected a mapping at the top level")
+    tree = read_tree(path)
     if profile is not None:
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; choose {' or '.join(PROFILES)}")
         tree["profile"] = profile
         for key, value in PROFILES[profile].items():
             _set_dotted(tree, key, value)
-    for item in overrides:
-        _set_dotted(tree, *parse_override(item))
-    try:
-        return PipelineConfig.model_validate(tree)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{origin}: {problems}") from None
+    return validate(PipelineConfig, tree, overrides, str(path) if path else "defaults")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -19,22 +18,44 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from posetalk_data.config import Section
 from posetalk_data.manifest import load_manifest, open_shard, read_samples, safe_samples
 
 CHANNELS = ("yaw", "pitch", "roll", "gaze_l_yaw", "gaze_l_pitch", "gaze_r_yaw", "gaze_r_pitch", "dx", "dy", "dlog_s")
 ANGLE_CHANNELS = 7  # the first 7 channels are in degrees
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     window: int = 32                 # frames per window (25 fps)
-    speech: str | None = "mel"      # speech layer member stem (mel, hubert, wav2vec2) or None
-    text: str | None = "minilm"     # prompt-embedding member stem (minilm, clip_<model>) or None
+    speech: str | None = "auto"     # speech member stem (hubert, wav2vec2, mel), "auto" (the manifest's) or None
+    text: str | None = "auto"       # prompt-embedding member stem (clip_<model>, minilm), "auto" or None
     translation: bool = True         # add the 3 window-relative translation/scale channels
     windows_per_clip: int = 4        # windows cut from each clip per pass (clips are long, shards few)
     shuffle_buffer: int = 64         # windows held for shuffling
     resample: bool = True            # infinite, shards drawn with replacement (training); False = one epoch
     seed: int = 0
+
+
+SPEECH_PREFERENCE = ("hubert", "wav2vec2", "mel")   # "auto" takes the first the manifest has
+
+
+def resolve_features(manifest_path: str | Path, cfg: DataConfig) -> DataConfig:
+    """Replace "auto" speech/text stems by the manifest's own (speech: hubert > wav2vec2 > mel; text: clip_* >
+    minilm); a named stem the manifest lacks is an error that says how to add it."""
+    members = {Path(m).stem for m in load_manifest(manifest_path).get("members", {}) if m.endswith(".npy")}
+    found = {"speech": [s for s in SPEECH_PREFERENCE if s in members],
+             "text": sorted(m for m in members if m.startswith("clip_")) + [m for m in members if m == "minilm"]}
+    update = {}
+    for role in ("speech", "text"):
+        stem = getattr(cfg, role)
+        if stem == "auto":
+            if not found[role]:
+                raise ValueError(f"{manifest_path}: no {role} features in the shards (add them with "
+                                 f"`posetalk-data extend`, or set data.{role} to null)")
+            update[role] = found[role][0]
+        elif stem is not None and stem not in members:
+            raise ValueError(f"{manifest_path}: no {stem}.npy in the shards (have: {', '.join(sorted(members))})")
+    return cfg.model_copy(update=update)
 
 
 def _npy(data: bytes) -> np.ndarray:
@@ -94,7 +115,7 @@ class PoseWindows(IterableDataset):
 
     def __init__(self, manifest_path: str | Path, cfg: DataConfig = DataConfig()):
         super().__init__()
-        self.path, self.cfg = Path(manifest_path), cfg
+        self.path, self.cfg = Path(manifest_path), resolve_features(manifest_path, cfg)
         manifest = load_manifest(self.path)
         self.urls = [s["path"] for s in manifest["shards"]]
         self.keys = {s["path"]: set(s["keys"]) if "keys" in s else None for s in manifest["shards"]}

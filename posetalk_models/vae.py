@@ -3,15 +3,14 @@ decoder rebuilds any length t from them with sinusoidal time queries (so windows
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posetalk_data.config import Section
 
-@dataclass(frozen=True)
-class PoseVAEConfig:
+
+class PoseVAEConfig(Section):
     channels: int = 10          # C: motion channels per frame (posetalk_models.data.CHANNELS)
     d_model: int = 128
     heads: int = 4

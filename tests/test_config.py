@@ -9,7 +9,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
 def test_shipped_pipelines_load(name):
-    load_config(REPO / "pipelines" / name)
+    if name.startswith("pose-"):  # training configs of posetalk_models
+        from posetalk_models.config import load_train_config
+
+        cfg = load_train_config(name[5:-5], REPO / "pipelines" / name)
+        assert cfg.data.window == 64  # the VAE and PLD configs must agree on the window
+    else:
+        load_config(REPO / "pipelines" / name)
+
+
+def test_training_overrides_keep_the_sections_other_defaults():
+    from posetalk_models.config import load_train_config
+
+    cfg = load_train_config("pld", None, ["loop.max_steps=3", "model.layers=3"])
+    assert (cfg.loop.max_steps, cfg.loop.lr, cfg.model.layers) == (3, 3e-4, 3)  # lr stays the PLD default
+    with pytest.raises(ConfigError, match="model.layer"):
+        load_train_config("pld", None, ["model.layer=3"])
 
 
 def test_override_is_typed_and_applied():

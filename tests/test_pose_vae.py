@@ -1,17 +1,21 @@
 """Pose VAE: the data pipeline over real shards, learning, overfitting, checkpoint round-trip and resume."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 import torch
 
 from posetalk_models.data import CHANNELS, DataConfig, loader, normalise, pose_stats
-from posetalk_models.train_vae import TrainVAEConfig, load_vae, recon_error_deg, train_vae
+from posetalk_models.config import LoopConfig, TrainVAEConfig
+from posetalk_models.train_vae import load_vae, recon_error_deg, train_vae
 from posetalk_models.vae import PoseVAE
 
-QUIET = TrainVAEConfig(progress=False, log_every=5, ckpt_every=20, batch_size=8)
+QUIET_LOOP = LoopConfig(progress=False, log_every=5, ckpt_every=20, batch_size=8)
+
+
+def quiet(max_steps: int) -> TrainVAEConfig:
+    return TrainVAEConfig(loop=QUIET_LOOP.model_copy(update={"max_steps": max_steps}))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,7 @@ def test_pose_stats(manifest):
 
 def test_loss_goes_down_and_checkpoint_round_trips_and_resumes(manifest, tmp_path):
     run = tmp_path / "run"
-    last = train_vae(manifest, run, dataclasses.replace(QUIET, max_steps=40))
+    last = train_vae(manifest, run, quiet(40))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows][-1] == 40 and last.name == "step-00000040.safetensors"
     assert rows[-1]["recon"] < 0.7 * rows[0]["recon"]
@@ -62,7 +66,7 @@ def test_loss_goes_down_and_checkpoint_round_trips_and_resumes(manifest, tmp_pat
     err = recon_error_deg(model, batch, stats)
     assert set(err) == {"head_deg", "gaze_deg"} and 0 <= err["head_deg"] < 20
 
-    last = train_vae(manifest, run, dataclasses.replace(QUIET, max_steps=50))  # resume: 10 more steps
+    last = train_vae(manifest, run, quiet(50))  # resume: 10 more steps
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-2:] == [45, 50] and steps.count(40) == 1 and last.name == "step-00000050.safetensors"
     assert sorted(p.name for p in run.glob("*.safetensors")) == ["step-00000040.safetensors",
@@ -71,11 +75,11 @@ def test_loss_goes_down_and_checkpoint_round_trips_and_resumes(manifest, tmp_pat
 
 def test_overfits_two_windows(manifest):
     torch.manual_seed(0)
-    cfg = QUIET.model
+    cfg = TrainVAEConfig().model
     batch = next(iter(loader(manifest, DataConfig(window=16, speech=None, text=None, seed=1), batch_size=2)))
     stats = pose_stats(manifest, window=16)
     x = normalise(batch["pose"], stats)
-    model = PoseVAE(dataclasses.replace(cfg, kl_weight=1e-4))
+    model = PoseVAE(cfg.model_copy(update={"kl_weight": 1e-4}))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     first = model.loss(x)["recon"].item()
     for _ in range(150):
@@ -96,7 +100,8 @@ def test_posetalk_train_vae_command(manifest, tmp_path):
     from posetalk_models.cli import app
 
     result = CliRunner().invoke(app, ["vae", "--manifest", str(manifest), "--out", str(tmp_path / "run"),
-                                      "--max-steps", "3", "--window", "8"])
+                                      "--max-steps", "3", "--set", "data.window=8", "--set", "model.d_model=32",
+                                      "--set", "loop.batch_size=4", "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "step-00000003.safetensors").is_file()
     missing = CliRunner().invoke(app, ["vae", "--manifest", str(tmp_path / "nope.json"), "--out", str(tmp_path)])

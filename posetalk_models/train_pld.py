@@ -1,0 +1,127 @@
+"""Pose Latent Diffusion training in the latent space of a trained, frozen pose VAE.
+
+A PLD run folder is self-contained for generation: the VAE's weights and sidecar are copied in (vae.safetensors,
+vae.json) when the run starts, and every checkpoint's sidecar records the pose statistics, the latent sizes and
+the exact speech and text feature versions of the training manifest, which generation must reproduce.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from posetalk_data.manifest import load_manifest
+
+from .config import TrainPLDConfig
+from .data import loader, normalise, resolve_features
+from .pld import PLDConfig, PoseLatentDiffusion
+from .trainer import last_checkpoint, load_weights, pick_device, require_checkpoint, save_weights, train
+from .vae import PoseVAE, PoseVAEConfig
+
+
+class PLDObjective(nn.Module):
+    """Encodes pose windows with the frozen VAE (posterior mean), then the diffusion loss on those latents."""
+
+    def __init__(self, model: PoseLatentDiffusion, vae: PoseVAE, stats: dict):
+        super().__init__()
+        self.model, self.vae, self.stats = model, vae.requires_grad_(False), stats
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()   # frozen: always the posterior mean, no dropout
+        return self
+
+    @torch.no_grad()
+    def latents(self, batch: dict) -> torch.Tensor:
+        return self.vae.encode(normalise(batch["pose"], self.stats), batch["length"])[0].float()
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.model(self.latents(batch), batch.get("text"), batch.get("speech"))
+
+
+def feature_versions(manifest_path: str | Path, speech: str | None, text: str | None) -> dict:
+    """{"speech": {"member", "versions"}, "text": {...}} from the manifest, for generation to reproduce."""
+    versions = load_manifest(manifest_path).get("versions", {})
+    out = {}
+    for role, stem in (("speech", speech), ("text", text)):
+        if stem is None:
+            continue
+        if f"{stem}.npy" not in versions:
+            raise ValueError(f"{manifest_path}: no {stem}.npy features recorded (run `posetalk-data extend`)")
+        out[role] = {"member": f"{stem}.npy", "versions": json.loads(versions[f"{stem}.npy"])}
+    return out
+
+
+def _vae_of_run(run_dir: Path, vae_run: str | Path | None, device) -> tuple[PoseVAE, dict]:
+    """The run's own VAE copy when resuming; otherwise the named VAE run's last checkpoint, copied in."""
+    copy = run_dir / "vae.safetensors"
+    if not copy.exists():
+        if vae_run is None:
+            raise ValueError(f"{run_dir} is a new PLD run: name the trained pose VAE with --vae VAE_RUN")
+        path, sidecar = require_checkpoint(vae_run, "vae")
+        save_weights(copy, load_weights(PoseVAE(PoseVAEConfig(**sidecar["config"]["model"])), path),
+                     {**sidecar, "copied_from": str(path)})
+    sidecar = json.loads(copy.with_suffix(".json").read_text())
+    vae = load_weights(PoseVAE(PoseVAEConfig(**sidecar["config"]["model"])), copy, device)
+    return vae.to(device).eval(), sidecar
+
+
+def check_vae_fits(cfg: TrainPLDConfig, vae_sidecar: dict) -> None:
+    vae_data = vae_sidecar["config"]["data"]
+    for key in ("window", "translation"):
+        if vae_data[key] != getattr(cfg.data, key):
+            raise ValueError(f"data.{key} = {getattr(cfg.data, key)} but the VAE was trained with {vae_data[key]}")
+    if cfg.data.speech is None and cfg.data.text is None:
+        raise ValueError("PLD needs a condition: set data.speech and/or data.text")
+
+
+def latent_sample(objective: PLDObjective, batches, n_batches: int, device) -> torch.Tensor:
+    return torch.cat([objective.latents({k: v.to(device) for k, v in next(batches).items() if torch.is_tensor(v)})
+                      for _ in range(n_batches)])
+
+
+def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = TrainPLDConfig(),
+              vae_run: str | Path | None = None) -> Path:
+    """Train (or resume) a PLD run in out_dir until cfg.loop.max_steps; returns the last checkpoint's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.loop.seed)
+    device = pick_device(cfg.loop.device)
+    cfg = cfg.model_copy(update={"data": resolve_features(manifest, cfg.data)})
+    vae, vae_sidecar = _vae_of_run(out_dir, vae_run, device)
+    check_vae_fits(cfg, vae_sidecar)
+    stats = vae_sidecar["stats"]   # the VAE's normalisation: the latents mean what the VAE learnt
+
+    def batches(step: int):
+        data = cfg.data.model_copy(update={"seed": cfg.data.seed + step})  # a resumed run draws fresh windows
+        return iter(loader(manifest, data, batch_size=cfg.loop.batch_size, num_workers=cfg.loop.num_workers))
+
+    _, saved = last_checkpoint(out_dir)
+    if saved:
+        model_cfg = PLDConfig(**saved["config"]["model"])
+    else:
+        first = next(batches(0))
+        model_cfg = cfg.model.model_copy(update={
+            "latent_tokens": vae.cfg.latent_tokens, "latent_dim": vae.cfg.latent_dim, "window": cfg.data.window,
+            "speech_dim": first["speech"].shape[-1] if "speech" in first else cfg.model.speech_dim,
+            "text_dim": first["text"].shape[-1] if "text" in first else cfg.model.text_dim})
+    model = PoseLatentDiffusion(model_cfg).to(device)
+    objective = PLDObjective(model, vae, stats)
+    if not saved:   # resumed runs load the latent statistics with the weights (they are buffers)
+        model.set_latent_stats(latent_sample(objective, batches(10**6), cfg.latent_stat_batches, device))
+    sidecar = {"kind": "pld", "config": {**cfg.model_dump(), "model": model_cfg.model_dump()}, "stats": stats,
+               "manifest": str(manifest), "features": feature_versions(manifest, cfg.data.speech, cfg.data.text),
+               "vae": {"copied_from": vae_sidecar.get("copied_from"), "step": vae_sidecar.get("step")}}
+    return train("pose latent diffusion", out_dir, objective, batches, cfg.loop, sidecar, device=device)
+
+
+def load_pld(run_dir: str | Path, *, device: str = "cpu") -> tuple[PoseLatentDiffusion, PoseVAE, dict]:
+    """(PLD, its VAE, the checkpoint sidecar) in eval mode from a PLD run folder."""
+    path, sidecar = require_checkpoint(run_dir, "pld")
+    if sidecar.get("kind") != "pld":
+        raise ValueError(f"{path} is not a PLD checkpoint (kind {sidecar.get('kind')!r})")
+    model = load_weights(PoseLatentDiffusion(PLDConfig(**sidecar["config"]["model"])), path, device)
+    vae, _ = _vae_of_run(Path(path).parent, None, device)
+    return model.to(device).eval(), vae, sidecar

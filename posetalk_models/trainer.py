@@ -1,0 +1,212 @@
+"""The training loop both pose models share: AdamW with warmup, gradient clipping, mixed precision on GPU, DDP when
+launched by torchrun, safetensors checkpoints with a JSON sidecar, resume, metrics.jsonl (+ TensorBoard if present),
+a rich progress bar.
+
+A trainer hands over an *objective*: an nn.Module whose forward(batch) returns a dict with "loss", and whose
+`.model` is the part that is trained and checkpointed. Wrapping the objective (not the bare model) in DDP keeps
+DDP's gradient hooks on the forward that computes the loss.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from posetalk_models import __version__
+
+from .config import LoopConfig
+
+
+# ------------------------------------------------------------------ checkpoints
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(Path(run_dir).glob("step-*.safetensors"))
+
+
+def last_checkpoint(run_dir: str | Path) -> tuple[Path | None, dict | None]:
+    """(path, sidecar) of a run folder's newest checkpoint, or a .safetensors path's own; (None, None) if none."""
+    run_dir = Path(run_dir)
+    path = run_dir if run_dir.suffix == ".safetensors" else (checkpoints(run_dir) or [None])[-1]
+    if path is None:
+        return None, None
+    return path, json.loads(path.with_suffix(".json").read_text())
+
+
+def require_checkpoint(run_dir: str | Path, what: str) -> tuple[Path, dict]:
+    path, sidecar = last_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no step-*.safetensors checkpoint of a {what} run "
+                                f"(train one with `posetalk-train {what} --out {run_dir}`)")
+    return path, sidecar
+
+
+def save_weights(path: Path, model: nn.Module, sidecar: dict) -> Path:
+    """Weights (float32, CPU) in safetensors and the sidecar JSON; the weights appear last, by rename, so a listed
+    checkpoint is always complete."""
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path.with_suffix(".tmp")), metadata={"posetalk": __version__})
+    path.with_suffix(".json").write_text(json.dumps({**sidecar, "posetalk_version": __version__}, indent=1))
+    path.with_suffix(".tmp").replace(path)
+    return path
+
+
+def load_weights(model: nn.Module, path: Path, device: str | torch.device = "cpu") -> nn.Module:
+    model.load_state_dict(load_file(str(path), device=str(device)))
+    return model
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, sidecar: dict,
+                    keep: int) -> Path:
+    path = run_dir / f"step-{step:08d}.safetensors"
+    torch.save(opt.state_dict(), path.with_suffix(".opt.pt"))
+    save_weights(path, model, {**sidecar, "step": step})
+    for old in checkpoints(run_dir)[:-keep]:
+        for p in (old, old.with_suffix(".json"), old.with_suffix(".opt.pt")):
+            p.unlink(missing_ok=True)
+    return path
+
+
+# ------------------------------------------------------------------ devices, precision, processes
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if is_distributed() and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """None = float32. auto: bf16 where the GPU has it, else fp16; CPU stays float32 (bf16 there is slower)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def is_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); joins the process group torchrun describes in the environment."""
+    if not is_distributed():
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+class _Log:
+    """metrics.jsonl, and TensorBoard scalars when the package is installed; rank 0 only."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        self.file = (run_dir / "metrics.jsonl").open("a")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # optional: the JSON lines are the record
+                pass
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+
+# ------------------------------------------------------------------ the loop
+def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callable[[int], Iterator[dict]],
+          loop: LoopConfig, sidecar: dict, *, evaluate: Callable[[], dict] | None = None,
+          device: torch.device | None = None) -> Path | None:
+    """Train objective.model until loop.max_steps, resuming from run_dir's last checkpoint.
+
+    batches(step) gives the batch iterator for a run (re)starting at `step` (a resumed run draws fresh windows).
+    evaluate() adds held-out figures to the log at every checkpoint. Returns the last checkpoint's path."""
+    run_dir = Path(run_dir)
+    device = device or pick_device(loop.device)
+    rank, world = init_distributed(device)
+    model = objective.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
+    step, last = 0, None
+    path, saved = last_checkpoint(run_dir)
+    if path is not None:  # resume: weights and optimiser from the checkpoint, the rest from the config
+        load_weights(model, path, device)
+        opt.load_state_dict(torch.load(path.with_suffix(".opt.pt"), map_location=device, weights_only=True))
+        step, last = saved["step"], path
+    if step >= loop.max_steps:
+        return last
+    start = step  # the warmup continues where the run left it
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (start + s + 1) / max(loop.warmup_steps, 1)))
+    dtype = autocast_dtype(device, loop.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    wrapped = objective
+    if world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None)
+    chief = rank == 0
+    log = _Log(run_dir, loop.tensorboard) if chief else None
+    progress = _progress(loop.progress and chief)
+    data = batches(step)
+    objective.train()
+    t0, logged = time.perf_counter(), step
+    try:
+        with progress or contextlib.nullcontext():
+            task = progress.add_task(name, total=loop.max_steps, completed=step) if progress else None
+            while step < loop.max_steps:
+                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                         for k, v in next(data).items()}
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    losses = wrapped(batch)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(losses["loss"]).backward()
+                scaler.unscale_(opt)
+                grad = torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                if progress:
+                    progress.update(task, completed=step, description=f"{name} loss {losses['loss'].item():.4f}")
+                at_ckpt = step % loop.ckpt_every == 0 or step == loop.max_steps
+                if chief and at_ckpt:
+                    last = save_checkpoint(run_dir, model, opt, step, sidecar, loop.keep_checkpoints)
+                if chief and (at_ckpt or step % loop.log_every == 0):
+                    row = {"step": step, **{k: round(float(v.detach()), 6) for k, v in losses.items()},
+                           "grad_norm": round(float(grad), 4), "lr": sched.get_last_lr()[0],
+                           "s_per_step": round((time.perf_counter() - t0) / (step - logged), 4)}
+                    if evaluate is not None and at_ckpt:
+                        row.update(evaluate())
+                        objective.train()
+                    log.write(row)
+                    t0, logged = time.perf_counter(), step
+    finally:
+        if log is not None:
+            log.close()
+    return last
