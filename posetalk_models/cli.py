@@ -86,16 +86,31 @@ def pld(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_:
 
 @app.command("eval")
 def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), manifest: Path = MANIFEST,
-             windows: int = typer.Option(64, "--windows", min=2, help="Real windows to compare against."),
+             windows: int = typer.Option(64, "--windows", min=2, help="Real windows to compare against (one pass "
+                                                                       "over the manifest caps it)."),
+             samples: int = typer.Option(4, "--samples", min=2, help="Samples per window (diversity across "
+                                                                     "samples)."),
              steps: int = typer.Option(50, "--steps", min=1, help="DDIM steps."),
              guidance: float = typer.Option(2.0, "--guidance", min=0.0),
+             seed: int = typer.Option(0, "--seed"),
+             device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+             text_weights: str = typer.Option(None, "--text-weights", help="The run's text encoder weights, if not "
+                                                                           "in its package or cache."),
              out: Path = typer.Option(None, "--out", help="Also write the figures to this JSON file.")) -> None:
     """VAE reconstruction error (deg), diversity and Fréchet distance in the VAE encoder space for audio-only,
-    text-only and text+audio generation, on held-out clips."""
+    text-only and text+audio generation on held-out clips, and text control ("nods" vs "keeps still", "turns
+    left" vs "turns right"; positive scores: the model follows the text)."""
+    from posetalk_data.weights import WeightsMissing
+
+    from .generate import FeatureMismatch
     from .metrics import evaluate_run
 
     _check_manifest(manifest)
-    figures = evaluate_run(run, manifest, windows=windows, steps=steps, guidance=guidance)
+    try:
+        figures = evaluate_run(run, manifest, windows=windows, samples=samples, steps=steps, guidance=guidance,
+                               seed=seed, device=device, text_weights=text_weights)
+    except (FeatureMismatch, WeightsMissing, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
     text = json.dumps(figures, indent=1)
     if out:
         out.write_text(text + "\n")

@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import nn
 
 from posetalk_data.config import Section
@@ -44,6 +45,12 @@ class PLDConfig(Section):
     speech_dim: int = 80
     text_dim: int = 384
     window: int = 16
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        return self
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ def recon_error_deg(model: PoseVAE, batch: dict, stats: dict) -> dict[str, float
     model.eval()
     device = next(model.parameters()).device
     x = batch["pose"].to(device)
-    x_hat, _ = model(normalise(x, stats))
+    x_hat, _ = model(normalise(x, stats), batch.get("length"))
     model.train(was_training)
     err = (denormalise(x_hat, stats) - x).abs()[..., :ANGLE_CHANNELS]
     mask = length_mask(batch.get("length"), x.shape[0], x.shape[1], device)

@@ -3,8 +3,10 @@ decoder rebuilds any length t from them with sinusoidal time queries (so windows
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import nn
 
 from posetalk_data.config import Section
@@ -22,6 +24,12 @@ class PoseVAEConfig(Section):
     dropout: float = 0.1
     kl_weight: float = 1e-3     # beta: small, so reconstructions stay sharp
     huber_delta: float = 1.0    # in normalised (std) units
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        return self
 
 
 def sinusoid(t: int, dim: int, device=None) -> torch.Tensor:
