@@ -7,7 +7,9 @@ resolution and framing, which carry no motion. `translation=False` keeps only th
 """
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import json
 import random
 from pathlib import Path
@@ -108,34 +110,119 @@ def _stream_seed(seed: int) -> int:
     return hash((seed, rank, info.id if info else 0)) & 0x7FFFFFFF
 
 
+# ------------------------------------------------------------------ epoch mode: an even split over ranks and workers
+# A *piece* is every `step`-th of a shard's selected samples from `start` (a whole shard: start 0, step 1):
+# {"path", "total": the shard's selected samples, "start", "step", "count": samples in the piece}.
+def shard_piece(entry: dict) -> dict:
+    """A manifest shard entry as the piece of all its selected samples ("keys" if listed, else "samples");
+    a piece is returned as it is."""
+    if "start" in entry:
+        return entry
+    total = len(entry["keys"]) if "keys" in entry else int(entry["samples"])
+    return {"path": entry["path"], "total": total, "start": 0, "step": 1, "count": total}
+
+
+def interleave(piece: dict, k: int) -> list[dict]:
+    """k pieces taking every k-th sample of `piece` in turn; together they hold exactly its samples."""
+    out = []
+    for j in range(k):
+        start, step = piece["start"] + j * piece["step"], piece["step"] * k
+        out.append({**piece, "start": start, "step": step, "count": len(range(start, piece["total"], step))})
+    return out
+
+
+def split_shards(shards: list[dict], parts: int, seed: int) -> list[list[dict]]:
+    """Shard entries (or pieces) dealt to `parts` ranks or workers with balanced sample counts: one list of pieces
+    per part.
+
+    A shard larger than an even share (total / parts samples) is first cut into interleaved pieces of about one
+    share (each part then reads the whole tar but decodes only its samples), so fewer shards than parts, or a few
+    big ones, still split evenly; empty pieces are dropped. Then greedy largest-first: each piece goes to the part
+    with the fewest samples so far. Ties are broken by a seeded shuffle, so the deal depends only on (shards, parts,
+    seed): every rank computes the same one. A part gets nothing only when there are fewer samples than parts."""
+    pieces = [shard_piece(s) for s in shards]
+    total = sum(p["count"] for p in pieces)
+    pieces = [q for p in pieces for q in interleave(p, -(-p["count"] * parts // max(total, 1))) if q["count"]]
+    rng = random.Random(seed)
+    rng.shuffle(pieces)
+    pieces.sort(key=lambda p: -p["count"])  # stable: equal counts stay in seeded order
+    deal, loads = [[] for _ in range(parts)], [0] * parts
+    for piece in pieces:
+        i = loads.index(min(loads))
+        deal[i].append(piece)
+        loads[i] += piece["count"]
+    for part in deal:   # read order: not by size, so big and small shards mix in the shuffle buffer
+        rng.shuffle(part)
+    return deal
+
+
+def split_quota(totals: list[int], quota: int) -> list[int]:
+    """`quota` <= sum(totals) shared in proportion to `totals`: each share <= its total, the shares sum to quota."""
+    whole = sum(totals)
+    shares = [quota * t // whole if whole else 0 for t in totals]
+    for i in [i for i, (s, t) in enumerate(zip(shares, totals)) if s < t][:quota - sum(shares)]:
+        shares[i] += 1   # the floors lose less than one per part, so one pass places the remainder
+    return shares
+
+
+def epoch_split(shards: list[dict], *, seed: int, windows_per_clip: int, rank: int, world: int, worker: int,
+                workers: int) -> tuple[list[dict], int]:
+    """(pieces, windows): what one DataLoader worker of one rank reads in an epoch and how many windows it yields.
+
+    Shards are dealt to ranks, then each rank's pieces to its workers (`split_shards`). Every rank yields the same
+    number of windows, the smallest rank's samples x windows_per_clip, shared by its workers in proportion to what
+    they read: DDP never waits on a rank that ran out. A rank's surplus windows (the last ones out of its shuffle
+    buffer) are dropped. Fewer samples than ranks gives every rank 0 windows rather than a hang. The counts are the
+    manifest's (`posetalk-data verify` checks them against the tars): a shard holding fewer than it says would
+    leave its rank short."""
+    ranks = split_shards(shards, world, seed)
+    even = min(sum(p["count"] for p in part) for part in ranks) * windows_per_clip
+    mine = split_shards(ranks[rank], workers, seed)
+    quotas = split_quota([sum(p["count"] for p in part) * windows_per_clip for part in mine], even)
+    return mine[worker], quotas[worker]
+
+
 class PoseWindows(IterableDataset):
     """Yields {"pose": (window, C) f32, "length": int, "speech": (window, D) f32, "text": (D,) f32, "key": str}.
 
     Clips shorter than `window` are padded with their last frame; "length" is the real frame count."""
 
-    def __init__(self, manifest_path: str | Path, cfg: DataConfig = DataConfig()):
+    def __init__(self, manifest_path: str | Path, cfg: DataConfig = DataConfig(), *, every_rank: bool = False):
         super().__init__()
+        self.every_rank = every_rank   # epoch mode: this process reads the whole manifest (evaluation on one rank)
         self.path, self.cfg = Path(manifest_path), resolve_features(manifest_path, cfg)
         manifest = load_manifest(self.path)
-        self.urls = [s["path"] for s in manifest["shards"]]
-        self.keys = {s["path"]: set(s["keys"]) if "keys" in s else None for s in manifest["shards"]}
-        if not self.urls:
+        self.shards = manifest["shards"]
+        self.keys = {s["path"]: set(s["keys"]) if "keys" in s else None for s in self.shards}
+        self.whole = {s["path"]: shard_piece(s) for s in self.shards}
+        if not self.shards:
             raise ValueError(f"{manifest_path}: no shards")
         self.passes = 0
 
     def pipeline(self) -> wds.DataPipeline:
+        """resample: an endless stream of whole shards drawn with replacement, seeded per rank and worker (no empty
+        worker when shards < workers; draws are uniform over shards: webdataset's ResampledShards has no weights).
+        Otherwise one epoch of this rank's and worker's share (`epoch_split`), the same window count on every rank."""
         cfg = self.cfg
-        if cfg.resample:  # every worker draws its own shards: no empty workers when shards < workers
-            source = [wds.ResampledShards(self.urls, seed=cfg.seed, deterministic=True, empty_check=False)]
-        else:
-            source = [wds.SimpleShardList(self.urls), wds.detshuffle(len(self.urls), seed=cfg.seed),
-                      wds.split_by_node, wds.split_by_worker]
-        return wds.DataPipeline(*source, self._read, self._windows)
+        if cfg.resample:
+            urls = [s["path"] for s in self.shards]
+            return wds.DataPipeline(wds.ResampledShards(urls, seed=cfg.seed, deterministic=True, empty_check=False),
+                                    self._whole_shards, self._read, self._windows)
+        rank, world, worker, workers = wds.utils.pytorch_worker_info()   # torchrun's env, then the process group
+        if self.every_rank:
+            rank, world = 0, 1
+        pieces, windows = epoch_split(self.shards, seed=cfg.seed, windows_per_clip=cfg.windows_per_clip,
+                                      rank=rank, world=world, worker=worker, workers=workers)
+        return wds.DataPipeline(functools.partial(iter, pieces), self._read, self._windows, wds.slice(windows))
 
-    def _read(self, shards: Iterator[dict]) -> Iterator[dict]:
-        """Shard URLs -> decoded samples via the project's safe tar reader (no links, no absolute names)."""
-        for shard in shards:
-            for key, sample in safe_samples(open_shard(self.path.parent, shard["url"]), self.keys[shard["url"]]):
+    def _whole_shards(self, shards: Iterator[dict]) -> Iterator[dict]:
+        return (self.whole[shard["url"]] for shard in shards)
+
+    def _read(self, pieces: Iterator[dict]) -> Iterator[dict]:
+        """Pieces -> decoded samples via the project's safe tar reader (no links, no absolute names)."""
+        for piece in pieces:
+            samples = safe_samples(open_shard(self.path.parent, piece["path"]), self.keys[piece["path"]])
+            for key, sample in itertools.islice(samples, piece["start"], None, piece["step"]):
                 yield {"key": key, **{name: _npy(data) for name, data in sample.items() if name.endswith(".npy")},
                        "text.json": json.loads(sample["text.json"]) if "text.json" in sample else None}
 
@@ -177,7 +264,9 @@ class PoseWindows(IterableDataset):
 
 
 def loader(manifest_path: str | Path, cfg: DataConfig, *, batch_size: int, num_workers: int = 0,
-           **kwargs) -> torch.utils.data.DataLoader:
-    """DataLoader over PoseWindows; default collate stacks tensors and lists keys."""
-    return torch.utils.data.DataLoader(PoseWindows(manifest_path, cfg), batch_size=batch_size,
-                                       num_workers=num_workers, persistent_workers=num_workers > 0, **kwargs)
+           every_rank: bool = False, **kwargs) -> torch.utils.data.DataLoader:
+    """DataLoader over PoseWindows; default collate stacks tensors and lists keys. every_rank: in epoch mode, read
+    the whole manifest whatever this process's DDP rank (held-out figures computed on rank 0)."""
+    dataset = PoseWindows(manifest_path, cfg, every_rank=every_rank)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                                       persistent_workers=num_workers > 0, **kwargs)

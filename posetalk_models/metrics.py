@@ -96,7 +96,7 @@ def vae_features(vae: PoseVAE, poses: torch.Tensor, stats: dict, lengths: torch.
 def read_real_windows(manifest: str | Path, data: DataConfig, n: int, seed: int) -> dict:
     """The first n windows of one pass over a manifest as one batch (fewer when one pass has fewer)."""
     one_pass = data.model_copy(update={"resample": False, "seed": seed})
-    batch = next(iter(loader(manifest, one_pass, batch_size=n)), None)
+    batch = next(iter(loader(manifest, one_pass, batch_size=n, every_rank=True)), None)
     if batch is None:
         raise ValueError(f"{manifest}: no windows to evaluate on")
     return batch

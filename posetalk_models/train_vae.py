@@ -47,7 +47,8 @@ def holdout_error(model: PoseVAE, manifest: str | Path, cfg: TrainVAEConfig, sta
     """Reconstruction error in degrees over the first `holdout_batches` batches of one pass over a manifest."""
     data = cfg.data.model_copy(update={"resample": False, "seed": 0})
     sums, n = {}, 0
-    for _, batch in zip(range(cfg.holdout_batches), loader(manifest, data, batch_size=cfg.loop.batch_size)):
+    for _, batch in zip(range(cfg.holdout_batches), loader(manifest, data, batch_size=cfg.loop.batch_size,
+                                                                    every_rank=True)):
         for key, value in recon_error_deg(model, batch, stats).items():
             sums[key] = sums.get(key, 0.0) + value
         n += 1

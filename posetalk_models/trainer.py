@@ -8,6 +8,7 @@ DDP's gradient hooks on the forward that computes the loss.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -50,9 +51,11 @@ def save_weights(path: Path, model: nn.Module, sidecar: dict) -> Path:
     """Weights (float32, CPU) in safetensors and the sidecar JSON; the weights appear last, by rename, so a listed
     checkpoint is always complete."""
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path.with_suffix(".tmp")), metadata={"posetalk": __version__})
-    path.with_suffix(".json").write_text(json.dumps({**sidecar, "posetalk_version": __version__}, indent=1))
-    path.with_suffix(".tmp").replace(path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")   # per process: DDP ranks may write the same file at once
+    save_file(state, str(tmp), metadata={"posetalk": __version__})
+    tmp.with_suffix(".json").write_text(json.dumps({**sidecar, "posetalk_version": __version__}, indent=1))
+    tmp.with_suffix(".json").replace(path.with_suffix(".json"))
+    tmp.replace(path)
     return path
 
 
@@ -95,14 +98,24 @@ def is_distributed() -> bool:
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world size); joins the process group torchrun describes in the environment."""
+    """(rank, world size); joins the process group torchrun describes in the environment.
+
+    The group joined here serves every later run in the process and is destroyed when the process exits: creating
+    the default group again after destroying it can hang on the rendezvous store's old keys (pytorch#55967), so a
+    run does not end it, and a process must not leave with it alive (NCCL leaks and warns)."""
     if not is_distributed():
         return 0, 1
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_group)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _leave_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 class _Log:
@@ -168,20 +181,31 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     wrapped = objective
     if world > 1:
+        # static graph: the same parameters take part in every step, but not necessarily all of them (a PLD
+        # trained on one condition never uses the other's projection), which plain DDP fails on at step 2
         wrapped = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None)
+            objective, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
+        # every rank seeded alike built the same weights (DDP broadcasts rank 0's anyway); from here on each rank
+        # needs its own noise, dropout and diffusion timesteps, or the ranks' gradients share them
+        torch.manual_seed(loop.seed + rank)
     chief = rank == 0
     log = _Log(run_dir, loop.tensorboard) if chief else None
     progress = _progress(loop.progress and chief)
-    data = batches(step)
+    data, fresh = batches(step), True
     objective.train()
     t0, logged = time.perf_counter(), step
     try:
         with progress or contextlib.nullcontext():
             task = progress.add_task(name, total=loop.max_steps, completed=step) if progress else None
             while step < loop.max_steps:
-                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-                         for k, v in next(data).items()}
+                batch = next(data, None)
+                if batch is None:  # epoch mode (data.resample false): the next epoch; every rank ends together
+                    if fresh:
+                        raise ValueError(f"{name}: an epoch gave no training windows (fewer clips than ranks?)")
+                    data, fresh = batches(step), True
+                    continue
+                fresh = False
+                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     losses = wrapped(batch)
                 opt.zero_grad(set_to_none=True)

@@ -106,3 +106,12 @@ def test_posetalk_train_vae_command(manifest, tmp_path):
     assert (tmp_path / "run" / "step-00000003.safetensors").is_file()
     missing = CliRunner().invoke(app, ["vae", "--manifest", str(tmp_path / "nope.json"), "--out", str(tmp_path)])
     assert missing.exit_code == 2
+
+
+def test_epoch_mode_training_runs_several_epochs(manifest, tmp_path):
+    from posetalk_models.config import load_train_config
+
+    # 2 clips x 2 windows = 4 windows an epoch, batch 2: 5 steps need 3 epochs
+    cfg = load_train_config("vae", None, ["loop.max_steps=5", "loop.progress=false", "loop.batch_size=2",
+                                          "data.resample=false", "data.windows_per_clip=2", "data.shuffle_buffer=4"])
+    assert train_vae(manifest, tmp_path / "run", cfg).name == "step-00000005.safetensors"
