@@ -34,6 +34,7 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
+    """An expected problem (bad input, missing weights): one line on stderr, exit code 2, no traceback."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 

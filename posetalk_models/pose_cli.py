@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from .cli import _fail
+
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
 
@@ -74,8 +76,3 @@ def generate(
     typer.echo(f"{out}: {n} frames ({n / 25:.1f} s), mode {mode}, guidance {guidance}")
     if plot:
         typer.echo(plot_poses(poses, out.with_suffix(".png"), f"{mode}: {text or audio.name}"))
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)

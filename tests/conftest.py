@@ -98,3 +98,24 @@ def grid_build(samples, tmp_path_factory) -> Path:
     build(folder_specs(root), out, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=root,
           workers=0)
     return out
+
+
+# tiny training settings shared by the pose-model tests
+TINY_POSE = ["loop.progress=false", "loop.num_workers=0", "loop.batch_size=8", "loop.log_every=5",
+             "loop.ckpt_every=20", "data.window=16", "model.d_model=48"]
+
+
+@pytest.fixture(scope="session")
+def pose_runs(grid_build, tmp_path_factory) -> Path:
+    """A tiny pose VAE (40 steps) and a tiny PLD in its latent space (40 steps) trained on the GRID shards:
+    root/vae and root/pld; read-only for tests (copy a run before resuming it)."""
+    from posetalk_models.config import load_train_config
+    from posetalk_models.train_pld import train_pld
+    from posetalk_models.train_vae import train_vae
+
+    root, manifest = tmp_path_factory.mktemp("pose_runs"), grid_build / "manifest.json"
+    train_vae(manifest, root / "vae", load_train_config("vae", None, [*TINY_POSE, "loop.max_steps=40"]))
+    train_pld(manifest, root / "pld", load_train_config("pld", None, [*TINY_POSE, "loop.max_steps=40",
+                                                                      "model.layers=3", "loop.lr=2e-3"]),
+              vae_run=root / "vae")
+    return root

@@ -16,10 +16,10 @@ from posetalk_models.generate import (FeatureMismatch, chain_translation, check_
                                       window_starts)
 from posetalk_models.pld import MODES, PLDConfig, PoseLatentDiffusion
 from posetalk_models.train_pld import load_pld, train_pld
-from posetalk_models.train_vae import train_vae
 
-TINY = ["loop.progress=false", "loop.num_workers=0", "loop.batch_size=8", "loop.log_every=5", "loop.ckpt_every=20",
-        "data.window=16", "model.d_model=48"]
+from conftest import TINY_POSE  # the tiny settings of the shared `pose_runs` fixture
+
+TINY = TINY_POSE
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,8 @@ def manifest(grid_build):
 
 
 @pytest.fixture(scope="module")
-def runs(manifest, tmp_path_factory):
-    """A tiny VAE (40 steps) and a tiny PLD in its latent space (40 steps), trained on the GRID shards."""
-    root = tmp_path_factory.mktemp("pld_runs")
-    train_vae(manifest, root / "vae", load_train_config("vae", None, [*TINY, "loop.max_steps=40"]))
-    train_pld(manifest, root / "pld", load_train_config("pld", None, [*TINY, "loop.max_steps=40", "model.layers=3",
-                                                                      "loop.lr=2e-3"]), vae_run=root / "vae")
-    return root
+def runs(pose_runs):
+    return pose_runs
 
 
 def metrics(run) -> list[dict]:

@@ -12,16 +12,11 @@ from typer.testing import CliRunner
 
 from posetalk_data.motion_text import SUSTAINED
 from posetalk_models.cli import app
-from posetalk_models.config import load_train_config
 from posetalk_models.generate import FeatureMismatch
 from posetalk_models.metrics import (control_prompt, control_scores, diversity_across_samples,
                                      diversity_over_time, evaluate_run, frechet_distance, gaussian_frechet_distance)
 from posetalk_models.pld import MODES
-from posetalk_models.train_pld import train_pld
-from posetalk_models.train_vae import train_vae
 
-LOOP = ["loop.progress=false", "loop.tensorboard=false", "loop.batch_size=8", "loop.max_steps=2",
-        "loop.ckpt_every=2", "loop.log_every=1"]
 EVAL = dict(windows=8, steps=2, guidance=2.0, seed=1)
 
 
@@ -106,13 +101,8 @@ def manifest(grid_build):
 
 
 @pytest.fixture(scope="module")
-def pld_run(manifest, tmp_path_factory):
-    root = tmp_path_factory.mktemp("metrics_run")
-    train_vae(manifest, root / "vae", load_train_config("vae", None, [
-        *LOOP, "model.d_model=32", "model.enc_layers=1", "model.dec_layers=1"]))
-    train_pld(manifest, root / "pld", load_train_config("pld", None, [
-        *LOOP, "model.d_model=32", "model.heads=2", "model.layers=1", "latent_stat_batches=1"]), vae_run=root / "vae")
-    return root / "pld"
+def pld_run(pose_runs):
+    return pose_runs / "pld"
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +111,7 @@ def figures(pld_run, manifest):
 
 
 def test_evaluate_run_reports_finite_figures_for_every_mode(figures):
-    assert figures["windows"] == 8 and figures["checkpoint_step"] == 2 and figures["samples"] == 2
+    assert figures["windows"] == 8 and figures["checkpoint_step"] == 40 and figures["samples"] == 2
     assert set(figures["modes"]) == set(MODES)
     for mode, row in figures["modes"].items():
         assert set(row) == {"fid_vae", "diversity_time_deg", "diversity_samples_deg"}, mode
