@@ -6,6 +6,7 @@ the exact speech and text feature versions of the training manifest, which gener
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -78,8 +79,9 @@ def check_vae_fits(cfg: TrainPLDConfig, vae_sidecar: dict) -> None:
 
 
 def latent_sample(objective: PLDObjective, batches, n_batches: int, device) -> torch.Tensor:
-    return torch.cat([objective.latents({k: v.to(device) for k, v in next(batches).items() if torch.is_tensor(v)})
-                      for _ in range(n_batches)])
+    """VAE posterior means (n, L, Z) of up to n_batches batches (fewer when an epoch is shorter)."""
+    return torch.cat([objective.latents({k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)})
+                      for batch in itertools.islice(batches, n_batches)])
 
 
 def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = TrainPLDConfig(),
@@ -110,7 +112,7 @@ def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = T
     model = PoseLatentDiffusion(model_cfg).to(device)
     objective = PLDObjective(model, vae, stats)
     if not saved:   # resumed runs load the latent statistics with the weights (they are buffers)
-        model.set_latent_stats(latent_sample(objective, batches(10**6), cfg.latent_stat_batches, device))
+        model.set_latent_stats(latent_sample(objective, batches(0), cfg.latent_stat_batches, device))
     sidecar = {"kind": "pld", "config": {**cfg.model_dump(), "model": model_cfg.model_dump()}, "stats": stats,
                "manifest": str(manifest), "features": feature_versions(manifest, cfg.data.speech, cfg.data.text),
                "vae": {"copied_from": vae_sidecar.get("copied_from"), "step": vae_sidecar.get("step")}}
