@@ -57,4 +57,5 @@ def load_train_config(kind: str, path: str | Path | None = None, overrides: list
     """YAML (or the defaults), then `key.path=value` overrides; returns TrainVAEConfig or TrainPLDConfig."""
     if kind not in KINDS:
         raise ConfigError(f"unknown model {kind!r}; choose {' or '.join(KINDS)}")
-    return validate(KINDS[kind], read_tree(path, "training config"), overrides, str(path) if path else f"{kind} defaults")
+    origin = str(path) if path else f"{kind} defaults"
+    return validate(KINDS[kind], read_tree(path, "training config"), overrides, origin)

@@ -16,9 +16,10 @@ from torch import nn
 from posetalk_data.manifest import load_manifest
 
 from .config import TrainPLDConfig
-from .data import loader, normalise, resolve_features
+from .data import normalise, resolve_features
 from .pld import PLDConfig, PoseLatentDiffusion
-from .trainer import last_checkpoint, load_weights, pick_device, require_checkpoint, save_weights, train
+from .trainer import (last_checkpoint, load_weights, manifest_batches, pick_device, require_checkpoint, save_weights,
+                      train)
 from .vae import PoseVAE, PoseVAEConfig
 
 
@@ -58,14 +59,16 @@ def feature_versions(manifest_path: str | Path, speech: str | None, text: str | 
 def _vae_of_run(run_dir: Path, vae_run: str | Path | None, device) -> tuple[PoseVAE, dict]:
     """The run's own VAE copy when resuming; otherwise the named VAE run's last checkpoint, copied in."""
     copy = run_dir / "vae.safetensors"
-    if not copy.exists():
-        if vae_run is None:
-            raise ValueError(f"{run_dir} is a new PLD run: name the trained pose VAE with --vae VAE_RUN")
+    if copy.exists():
+        path, sidecar = copy, json.loads(copy.with_suffix(".json").read_text())
+    elif vae_run is None:
+        raise ValueError(f"{run_dir} is a new PLD run: name the trained pose VAE with --vae VAE_RUN")
+    else:
         path, sidecar = require_checkpoint(vae_run, "vae")
-        save_weights(copy, load_weights(PoseVAE(PoseVAEConfig(**sidecar["config"]["model"])), path),
-                     {**sidecar, "copied_from": str(path)})
-    sidecar = json.loads(copy.with_suffix(".json").read_text())
-    vae = load_weights(PoseVAE(PoseVAEConfig(**sidecar["config"]["model"])), copy, device)
+        sidecar = {**sidecar, "copied_from": str(path)}
+    vae = load_weights(PoseVAE(PoseVAEConfig(**sidecar["config"]["model"])), path, device)
+    if path != copy:
+        save_weights(copy, vae, sidecar)
     return vae.to(device).eval(), sidecar
 
 
@@ -95,16 +98,13 @@ def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = T
     vae, vae_sidecar = _vae_of_run(out_dir, vae_run, device)
     check_vae_fits(cfg, vae_sidecar)
     stats = vae_sidecar["stats"]   # the VAE's normalisation: the latents mean what the VAE learnt
-
-    def batches(step: int):
-        data = cfg.data.model_copy(update={"seed": cfg.data.seed + step})  # a resumed run draws fresh windows
-        return iter(loader(manifest, data, batch_size=cfg.loop.batch_size, num_workers=cfg.loop.num_workers))
-
+    batches = manifest_batches(manifest, cfg.data, cfg.loop)
     _, saved = last_checkpoint(out_dir)
     if saved:
         model_cfg = PLDConfig(**saved["config"]["model"])
     else:
-        first = next(batches(0))
+        stream = batches(0)   # feature sizes from the first batch, latent statistics from it and the next ones
+        first = next(stream)
         model_cfg = cfg.model.model_copy(update={
             "latent_tokens": vae.cfg.latent_tokens, "latent_dim": vae.cfg.latent_dim, "window": cfg.data.window,
             "speech_dim": first["speech"].shape[-1] if "speech" in first else cfg.model.speech_dim,
@@ -112,7 +112,8 @@ def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = T
     model = PoseLatentDiffusion(model_cfg).to(device)
     objective = PLDObjective(model, vae, stats)
     if not saved:   # resumed runs load the latent statistics with the weights (they are buffers)
-        model.set_latent_stats(latent_sample(objective, batches(0), cfg.latent_stat_batches, device))
+        model.set_latent_stats(latent_sample(objective, itertools.chain([first], stream), cfg.latent_stat_batches,
+                                             device))
     sidecar = {"kind": "pld", "config": {**cfg.model_dump(), "model": model_cfg.model_dump()}, "stats": stats,
                "manifest": str(manifest), "features": feature_versions(manifest, cfg.data.speech, cfg.data.text),
                "vae": {"copied_from": vae_sidecar.get("copied_from"), "step": vae_sidecar.get("step")}}

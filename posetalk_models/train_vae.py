@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import TrainVAEConfig
 from .data import ANGLE_CHANNELS, denormalise, loader, normalise, pose_stats
-from .trainer import last_checkpoint, load_weights, pick_device, require_checkpoint, train
+from .trainer import last_checkpoint, load_weights, manifest_batches, pick_device, require_checkpoint, train
 from .vae import PoseVAE, PoseVAEConfig, length_mask
 
 
@@ -69,11 +69,7 @@ def train_vae(manifest: str | Path, out_dir: str | Path, cfg: TrainVAEConfig = T
         raise ValueError(f"model has {cfg.model.channels} channels, the data {len(stats['mean'])}")
     model = PoseVAE(cfg.model).to(device)
 
-    def batches(step: int):
-        data = cfg.data.model_copy(update={"seed": cfg.data.seed + step})  # a resumed run draws fresh windows
-        return iter(loader(manifest, data, batch_size=cfg.loop.batch_size, num_workers=cfg.loop.num_workers))
-
     evaluate = (lambda: holdout_error(model, holdout, cfg, stats)) if holdout else None
     sidecar = {"kind": "vae", "config": cfg.model_dump(), "stats": stats, "manifest": str(manifest)}
-    return train("pose VAE", out_dir, VAEObjective(model, stats), batches, cfg.loop, sidecar, evaluate=evaluate,
-                 device=device)
+    return train("pose VAE", out_dir, VAEObjective(model, stats), manifest_batches(manifest, cfg.data, cfg.loop),
+                 cfg.loop, sidecar, evaluate=evaluate, device=device)

@@ -23,6 +23,7 @@ from torch import nn
 from posetalk_models import __version__
 
 from .config import LoopConfig
+from .data import DataConfig, loader
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -154,6 +155,15 @@ def _progress(enabled: bool):
 
 
 # ------------------------------------------------------------------ the loop
+def manifest_batches(manifest: str | Path, data: DataConfig, loop: LoopConfig) -> Callable[[int], Iterator[dict]]:
+    """`train`'s batches(step): the manifest's windows, seeded by the step so a resumed run draws fresh ones."""
+    def batches(step: int) -> Iterator[dict]:
+        seeded = data.model_copy(update={"seed": data.seed + step})
+        return iter(loader(manifest, seeded, batch_size=loop.batch_size, num_workers=loop.num_workers))
+
+    return batches
+
+
 def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callable[[int], Iterator[dict]],
           loop: LoopConfig, sidecar: dict, *, evaluate: Callable[[], dict] | None = None,
           device: torch.device | None = None) -> Path | None:
