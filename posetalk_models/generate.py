@@ -61,12 +61,33 @@ def check_same(role: str, recorded: dict, actual: dict) -> None:
                               f"model weights (--speech-weights / --text-weights) and package versions.")
 
 
+def run_speech_backend(sidecar: dict, weights: str | None = None) -> SpeechBackend:
+    """The speech backend a run was trained with, checked against its record (FeatureMismatch otherwise)."""
+    record = sidecar["features"]["speech"]["versions"]
+    backend = speech_backend_for(record, local_dir=weights)
+    check_same("speech", record, backend.versions())
+    return backend
+
+
+def run_text_encoder(sidecar: dict, weights: str | None = None) -> TextEncoder:
+    """The text encoder a run was trained with, checked against its record (FeatureMismatch otherwise)."""
+    record = sidecar["features"]["text"]["versions"]
+    encoder = text_encoder_for(record, local_path=weights)
+    check_same("text", record, encoder.versions())
+    return encoder
+
+
 def audio_samples(path: str | Path) -> np.ndarray:
     """Any audio or video file -> 16 kHz mono float32 (ffmpeg)."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "audio.wav"
         extract_audio(path, wav, rate=AUDIO_RATE)
         return read_wav(wav)
+
+
+def frames_of(audio: np.ndarray) -> int:
+    """Video frames (25 fps) that 16 kHz audio covers."""
+    return len(audio) * VIDEO_FPS // AUDIO_RATE
 
 
 def conditions(sidecar: dict, audio: np.ndarray | None, text: str | None, *, n_frames: int | None = None,
@@ -77,18 +98,14 @@ def conditions(sidecar: dict, audio: np.ndarray | None, text: str | None, *, n_f
     if n_frames is None:
         if audio is None:
             raise ValueError("give the audio, or a number of frames for text-only generation")
-        n_frames = len(audio) * VIDEO_FPS // AUDIO_RATE
+        n_frames = frames_of(audio)
     if n_frames < 1:
         raise ValueError("the audio is shorter than one video frame (40 ms)")
     speech = emb = None
     if audio is not None and "speech" in features:
-        backend = speech_backend_for(features["speech"]["versions"], local_dir=speech_weights)
-        check_same("speech", features["speech"]["versions"], backend.versions())
-        speech = backend.features(audio, n_frames).astype(np.float32)
+        speech = run_speech_backend(sidecar, speech_weights).features(audio, n_frames).astype(np.float32)
     if text is not None and "text" in features:
-        encoder = text_encoder_for(features["text"]["versions"], local_path=text_weights)
-        check_same("text", features["text"]["versions"], encoder.versions())
-        emb = encoder.encode([text])[0].astype(np.float32)
+        emb = run_text_encoder(sidecar, text_weights).encode([text])[0].astype(np.float32)
     return speech, emb, n_frames
 
 

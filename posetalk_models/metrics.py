@@ -18,7 +18,7 @@ import torch
 from posetalk_data.motion_text import PHRASES
 
 from .data import DataConfig, denormalise, loader, normalise
-from .generate import check_same, text_encoder_for
+from .generate import check_same, run_text_encoder
 from .pld import MODES, Mode, PoseLatentDiffusion
 from .train_pld import feature_versions, load_pld
 from .train_vae import recon_error_deg
@@ -157,9 +157,7 @@ def text_control(pld: PoseLatentDiffusion, vae: PoseVAE, sidecar: dict, *, sampl
                  guidance: float = 2.0, seed: int = 0, text_weights: str | None = None) -> dict:
     """Text-only generation of `samples` windows for each CONTROLS prompt (one sampling batch), prompts embedded
     with the run's recorded text encoder -> control_scores."""
-    record = sidecar["features"]["text"]["versions"]
-    encoder = text_encoder_for(record, local_path=text_weights)
-    check_same("text", record, encoder.versions())
+    encoder = run_text_encoder(sidecar, text_weights)
     actions = [a for action, opposite, _, _ in CONTROLS.values() for a in (action, opposite)]
     emb = torch.from_numpy(encoder.encode([control_prompt(a) for a in actions]).astype(np.float32))
     poses = generate_windows(pld, vae, sidecar["stats"], emb, None, mode="text", samples=samples, steps=steps,

@@ -47,7 +47,7 @@ def generate(
     from posetalk_data.weights import WeightsMissing
 
     from .data import CHANNELS
-    from .generate import FeatureMismatch, audio_samples, conditions, generate_poses, plot_poses
+    from .generate import FeatureMismatch, audio_samples, conditions, frames_of, generate_poses, plot_poses
     from .train_pld import load_pld
 
     mode = mode or ("both" if text else "audio")
@@ -56,8 +56,8 @@ def generate(
     try:
         pld, vae, sidecar = load_pld(run, device=device)
         samples = audio_samples(audio)
-        speech, emb, n = conditions(sidecar, samples, text, speech_weights=speech_weights,
-                                    text_weights=text_weights)
+        speech, emb, n = conditions(sidecar, None if mode == "text" else samples, text, n_frames=frames_of(samples),
+                                    speech_weights=speech_weights, text_weights=text_weights)
         if mode in ("audio", "both") and speech is None:
             _fail("this run was trained without speech features: use --mode text")
         if mode in ("text", "both") and emb is None:

@@ -210,7 +210,8 @@ def tiny_hubert(folder, seed: int):
 def tiny_clip(folder):
     import open_clip
 
-    cfg = {"embed_dim": 24, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    cfg = {"embed_dim": 24,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
     folder.mkdir()
     (folder / "posetalk-tiny-clip-pld.json").write_text(json.dumps(cfg))
