@@ -21,9 +21,9 @@ CROP = 256
 
 
 def cfg():
-    from posetalk_data.config import load_config
+    from posetalk_data.config import PIPELINES, load_config
 
-    return load_config(REPO / "pipelines" / "folder.yaml", [f"facetrack.crop_size={CROP}"])
+    return load_config(PIPELINES / "folder.yaml", [f"facetrack.crop_size={CROP}"])
 
 
 def decode_count(path: str) -> tuple[int, float]:

@@ -271,7 +271,7 @@ def build_dataset(out: Path, clips: int, seed: int) -> Path:
 
 def verify_summary(manifest: Path) -> str:
     """verify()'s findings counted by kind and detail: only the media members a synthetic clip lacks expected."""
-    from posetalk_data.manifest import verify
+    from posetalk_data.verify import verify
 
     problems = Counter(f"{p.what}: {p.detail}" for p in verify(manifest))
     return "; ".join(f"{what} (x{n})" for what, n in problems.items()) or "no problems"
@@ -280,7 +280,7 @@ def verify_summary(manifest: Path) -> str:
 def caption_summary(manifest: Path) -> tuple[Counter, list[str], list[str]]:
     """(clips per detected action kind, a few example prompts, the control prompts that occur verbatim among the
     training prompts: the others test wording the model never saw exactly)."""
-    from posetalk_data.manifest import read_samples
+    from posetalk_data.reading import read_samples
     from posetalk_models.metrics import CONTROLS, control_prompt
 
     kinds, examples, seen = Counter(), [], set()
@@ -337,7 +337,7 @@ def caption_groups(actions: set[str]) -> set[str]:
 
 def ceiling_scores(manifest: Path, window: int) -> tuple[dict, Counter]:
     """control_scores over the training data's own windows (every window // 2 frames), grouped by caption."""
-    from posetalk_data.manifest import read_samples
+    from posetalk_data.reading import read_samples
     from posetalk_models.metrics import control_scores
 
     windows: dict[str, list[np.ndarray]] = {}

@@ -1,5 +1,5 @@
 """Is the shard loader fast enough to keep pose training busy? Loader throughput against training throughput at the
-default model size (pipelines/pose-vae.yaml, pipelines/pose-pld.yaml: window 64, batch 64), measured in one run.
+default model size (posetalk_data/pipelines/pose-vae.yaml, pose-pld.yaml: window 64, batch 64), measured in one run.
 
 input    : a small real build of the sample clips (the two GRID clips and two LivePortrait clips, 96 px crops), made
            once in --work and reused (the build resumes; clips must be >= 64 frames for full windows)
@@ -48,10 +48,11 @@ def build_input(work: Path) -> Path:
 
 def configs(overrides: list[str]):
     """(VAE config, PLD config) at the default model size, with the PLD's speech/text resolved later."""
+    from posetalk_data.config import PIPELINES
     from posetalk_models.config import load_train_config
 
-    return (load_train_config("vae", REPO / "pipelines" / "pose-vae.yaml", overrides),
-            load_train_config("pld", REPO / "pipelines" / "pose-pld.yaml", overrides))
+    return (load_train_config("vae", PIPELINES / "pose-vae.yaml", overrides),
+            load_train_config("pld", PIPELINES / "pose-pld.yaml", overrides))
 
 
 def loader_windows_per_s(manifest: Path, data, batch_size: int, workers: int, batches: int) -> float:

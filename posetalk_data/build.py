@@ -59,6 +59,35 @@ def preflight(processor: VideoProcessor) -> None:
             check()
 
 
+class OutDirError(ValueError):
+    """OUT cannot take this build (a file, or a folder of someone else's files)."""
+
+
+def is_build_dir(out: Path) -> bool:
+    """OUT holds a posetalk build: its manifest, or the staging of an unfinished one."""
+    if (out / ".staging" / "build.json").is_file():
+        return True
+    try:
+        return json.loads((out / "manifest.json").read_text()).get("format") == "posetalk-shards"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out_dir(out: Path, allow: tuple[Path, ...] = ()) -> None:
+    """A build writes into a new or empty folder, or resumes/redoes an earlier build of the same folder. A folder
+    holding other files is refused: a build never removes or overwrites what it did not write. `allow`: paths
+    inside OUT this run made itself (the demo source's videos)."""
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"--out {out} is a file; give a folder for the shards, manifest and tables")
+    if not out.is_dir() or is_build_dir(out):
+        return
+    allowed = {p.resolve() for p in allow}
+    foreign = sorted(p.name for p in out.iterdir() if p.resolve() not in allowed)
+    if foreign:
+        raise OutDirError(f"--out {out} already holds files that are not a posetalk build ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder (nothing was changed)")
+
+
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[rate]}"), console=console)
@@ -71,11 +100,12 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
     the videos it had not finished and ends with the same manifest and shards as an uninterrupted one.
     `skipped` are failure rows for clips the source adapter left out (they count as dropped)."""
     console = console or Console(stderr=True)
+    check_out_dir(out, allow=(root,) if root is not None else ())
     processor = VideoProcessor(cfg)
     preflight(processor)
     console.print(describe(processor.stages))
-    if fresh:
-        shutil.rmtree(out / ".staging", ignore_errors=True)
+    if fresh and (out / ".staging" / "build.json").is_file():   # only a staging this tool made
+        shutil.rmtree(out / ".staging")
     versions = {**package_versions(), **processor.versions()}
     staging = Staging(out, {"schema_version": SCHEMA_VERSION, "pipeline": cfg.model_dump(mode="json"),
                             "versions": versions})

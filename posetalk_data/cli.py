@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_manifest import app as manifest_app
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, shipped
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(manifest_app, name="manifest")
@@ -20,16 +20,10 @@ models_app = typer.Typer(help="Fetch the speech and text models a profile needs 
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
-PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
-
-
-def default_pipeline(src: str) -> Path | None:
-    path = PIPELINES / f"{src}.yaml"
-    return path if path.is_file() else None
-
 
 def fail(message: str, hint: str = "") -> None:
-    console.print(f"[bold red]error:[/] {message}" + (f"\n[dim]{hint}[/]" if hint else ""))
+    # soft wrap: a path in the message stays whole, so it can be copied from the terminal
+    console.print(f"[bold red]error:[/] {message}" + (f"\n[dim]{hint}[/]" if hint else ""), soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -46,7 +40,8 @@ def build(
     download: bool = typer.Option(False, "--download", help="celebv-text: download missing source videos with "
                                                             "yt-dlp (needs internet)."),
     view: str = typer.Option("front", "--view", help="mead: camera view to build (front, left_30, ..., or all)."),
-    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML (default: pipelines/<src>.yaml)."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML (default: the shipped "
+                                                                      "posetalk_data/pipelines/<src>.yaml)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Speech/text models: paper (HuBERT + CLIP, "
                                                                   "needs their weights; default for datasets) or "
                                                                   "offline (mel + MiniLM, runs anywhere; default "
@@ -70,22 +65,24 @@ def build(
     A build that is interrupted resumes when run again with the same command: finished videos are not redone.
     """
     from .build import build as run_build
-    from .build import preflight
+    from .build import check_out_dir, preflight
     from .pipeline import VideoProcessor
     from .sources import DATASETS, source_plan
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
     try:
-        cfg = load_config(pipeline or default_pipeline(src), overrides,
+        cfg = load_config(pipeline or shipped(src), overrides,
                           profile or ("paper" if src in DATASETS else "offline"))
+        check_out_dir(out)                  # before the source writes anything (the demo writes its videos)
         preflight(VideoProcessor(cfg))      # missing ffmpeg or weights: fail now, before any clip
         plan = source_plan(src, root or input_dir, out, **source_options(src, download, view))
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
     if not plan.specs:
-        fail(f"no videos found for --src {src}" + (f" under {root or input_dir}" if root or input_dir else ""),
-             "Folders: videos are found by suffix (.mp4 .mov .mkv .mpg .webm ...). Datasets: see "
-             f"`posetalk-data sources inspect --src {src} --root DIR`.")
+        hint = (f"Datasets: `posetalk-data sources inspect --src {src} --root DIR` says what is there and what is "
+                "missing." if src in DATASETS else
+                "Videos are found by suffix (.mp4 .mov .mkv .mpg .webm ...), in subfolders too.")
+        fail(f"no videos found for --src {src}" + (f" under {root or input_dir}" if root or input_dir else ""), hint)
     console.print(f"{len(plan.specs)} videos from source [bold]{src}[/] -> {out}"
                   + (f" ({len(plan.skipped)} annotated clips left out by the source, see failures.parquet)"
                      if plan.skipped else ""))
@@ -196,7 +193,7 @@ def extend(
     """Add or replace feature layers of an existing build without redoing the visual stages (shards rewritten
     atomically, manifest updated last)."""
     from .extend import extend as run_extend
-    from .manifest import ManifestError
+    from .reading import ManifestError
 
     try:
         cfg = load_config(pipeline, overrides)
@@ -214,11 +211,19 @@ def report(
     thumbnails: int = typer.Option(24, "--thumbnails", min=0, help="How many sample thumbnails to draw."),
 ) -> None:
     """Write report.html: counts, drop reasons, length/pose/gaze histograms, throughput, thumbnails."""
+    import tarfile
+
+    from .reading import ManifestError, UnsafeShardError
     from .report import write_report
 
     if not manifest.is_file():
         fail(f"manifest not found: {manifest}")
-    path = write_report(out or manifest.parent, manifest_path=manifest, max_thumbnails=thumbnails)
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; give the folder report.html is written to")
+    try:
+        path = write_report(out or manifest.parent, manifest_path=manifest, max_thumbnails=thumbnails)
+    except (ManifestError, UnsafeShardError, tarfile.TarError, OSError) as err:
+        fail(f"cannot report on {manifest}: {err}", "Check the build with `posetalk-data manifest verify`.")
     console.print(f"wrote {path}")
 
 

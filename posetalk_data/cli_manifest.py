@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import manifest as mf
+from .reading import ManifestError, UnsafeShardError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True)
@@ -24,15 +25,17 @@ def _guard(fn, *args, **kwargs):
     """Run a manifest function; a bad manifest or shard is a clear message and exit status 2."""
     try:
         return fn(*args, **kwargs)
-    except (mf.ManifestError, mf.UnsafeShardError, FileNotFoundError) as err:
-        console.print(f"[bold red]error:[/] {err}")
+    except (ManifestError, UnsafeShardError, FileNotFoundError, NotADirectoryError) as err:
+        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(2)
 
 
 @app.command()
 def verify(manifest: Path = typer.Argument(..., help="manifest.json or its build folder")) -> None:
     """Check shards (present, sha256, sample count) and samples (members, dtypes, T rows); exit 1 on a problem."""
-    problems = _guard(mf.verify, _path(manifest))
+    from .verify import verify as run_verify
+
+    problems = _guard(run_verify, _path(manifest))
     if not problems:
         console.print(f"[green]ok[/]: {_path(manifest)} verifies")
         return
@@ -83,6 +86,9 @@ def filter(manifest: Path = typer.Argument(..., help="manifest.json or its build
     """A new manifest over the same shards keeping the samples where the expression holds (shards not rewritten)."""
     result = _guard(mf.filter_manifest, _path(manifest), where, out)
     console.print(f"wrote {out}: {result['counts']['samples']} samples")
+    if result["derived"]["rows_failed"]:
+        console.print(f"[yellow]note:[/] the expression could not be evaluated on {result['derived']['rows_failed']} "
+                      f"row(s), which were left out ({result['derived']['first_error']})")
 
 
 @app.command()
@@ -93,7 +99,12 @@ def split(manifest: Path = typer.Argument(..., help="manifest.json or its build 
                                                                       "regex over video_id (group 1 if any)."),
           out: Optional[Path] = typer.Option(None, "--out", help="Folder for train.json, val.json, test.json.")) -> None:
     """Identity-disjoint train/val/test manifests, reproducible by seed."""
-    parts = tuple(float(f) for f in fractions.split(","))
+    try:
+        parts = tuple(float(f) for f in fractions.split(","))
+    except ValueError:
+        console.print(f"[bold red]error:[/] --fractions {fractions!r}: give numbers separated by commas, "
+                      "e.g. 0.8,0.1,0.1", soft_wrap=True)
+        raise typer.Exit(2)
     splits = _guard(mf.split_manifest, _path(manifest), out, seed=seed, fractions=parts, identity=identity)
     for name, keys in splits.items():
         console.print(f"{name}: {len(keys)} samples")
@@ -113,7 +124,7 @@ def merge(manifests: list[Path] = typer.Argument(..., help="Two or more manifest
 
 def _print_comparison(report: dict) -> bool:
     differs = bool(report["only_in_a"] or report["only_in_b"] or report["differing"])
-    console.print(f"same: {len(report['same'])}  only in first: {len(report['only_in_a'])}  "
+    console.print(f"same: {report['same']}  only in first: {len(report['only_in_a'])}  "
                   f"only in second: {len(report['only_in_b'])}  differing: {len(report['differing'])}")
     for key, members in sorted(report["differing"].items()):
         console.print(f"  {key}: {', '.join(members)}")
@@ -134,7 +145,9 @@ def rebuild(manifest: Path = typer.Argument(..., help="manifest.json or its buil
             input_root: Optional[Path] = typer.Option(None, "--input", help="Where the sources are (folder builds)."),
             workers: Optional[int] = typer.Option(None, "--workers", min=0, help="As for build.")) -> None:
     """Build the manifest's sources again with its pipeline config; report samples that differ. Exit 1 if any."""
-    report = _guard(mf.rebuild, _path(manifest), out, input_root=input_root, workers=workers)
+    from .rebuild import rebuild as run_rebuild
+
+    report = _guard(run_rebuild, _path(manifest), out, input_root=input_root, workers=workers)
     if report["sources_changed"]:
         console.print(f"[yellow]sources changed since the build:[/] {report['sources_changed']}")
     if _print_comparison(report):

@@ -1,4 +1,5 @@
-"""Typed pipeline configuration: a frozen pydantic tree loaded from pipelines/*.yaml, with dotted CLI overrides.
+"""Typed pipeline configuration: a frozen pydantic tree loaded from YAML, with dotted CLI overrides. The shipped
+YAMLs (one per source, one per trainer) are package data in posetalk_data/pipelines, so an installed wheel has them.
 
 An unknown key or a wrong type is an error that names the key and the file, before any work starts.
 """
@@ -9,6 +10,15 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+PIPELINES = Path(__file__).with_name("pipelines")
+
+
+def shipped(name: str) -> Path | None:
+    """A shipped YAML by stem (folder, hdtf, pose-vae, ...), or None if there is none."""
+    path = PIPELINES / f"{name}.yaml"
+    return path if path.is_file() else None
 
 
 class Section(BaseModel):
@@ -149,18 +159,30 @@ def validate(cls: type[Section], tree: dict, overrides: list[str], origin: str):
     try:
         return cls.model_validate(tree)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in err.errors())
         raise ConfigError(f"{origin}: {problems}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), profile: str | None = None
                 ) -> PipelineConfig:
-    """YAML, then the profile's models, then --set overrides (later wins)."""
+    """YAML, then the profile's models, then --set overrides (later wins). `--set profile=X` is `--profile X`.
+    The recorded profile names the models actually used: a paper/offline build whose speech or text model was
+    overridden is labelled "custom"."""
     tree = read_tree(path)
+    for item in overrides:
+        key, value = parse_override(item)
+        if key == "profile":
+            profile = value
+    overrides = [o for o in overrides if parse_override(o)[0] != "profile"]
     if profile is not None:
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; choose {' or '.join(PROFILES)}")
         tree["profile"] = profile
         for key, value in PROFILES[profile].items():
             _set_dotted(tree, key, value)
-    return validate(PipelineConfig, tree, overrides, str(path) if path else "defaults")
+    cfg = validate(PipelineConfig, tree, overrides, str(path) if path else "defaults")
+    models = {"speech.backend": cfg.speech.backend, "text.encoder": cfg.text.encoder}
+    if cfg.profile in PROFILES and PROFILES[cfg.profile] != models:
+        cfg = cfg.model_copy(update={"profile": "custom"})
+    return cfg

@@ -3,8 +3,11 @@ without recomputing the visual stages.
 
 Each shard is read (safely), every sample gets the new layers computed from its own audio.flac, pose.npy and
 text.json, and the shard is written again under a temporary name, then renamed; the manifest (members, versions,
-shard checksums) is rewritten last, so an interrupted extend leaves a manifest that still verifies (a shard
-whose bytes changed before the crash is simply extended again by the next run).
+shard checksums) is rewritten last. Every shard's sha256 is checked against the manifest before any is touched: a
+damaged shard is refused by name, never rewritten into one that verifies. Each rewritten shard's new sha256 is
+noted in a journal beside the manifest (`manifest.json.extending`) as soon as it is renamed, so an extend killed
+before the manifest was written is run again with the same command: shards matching the journal are accepted as
+this tool's own writes, and the journal is removed once the manifest is.
 """
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .config import PipelineConfig
-from .manifest import load_manifest, safe_samples
+from .reading import ManifestError, load_manifest, safe_samples
 from .media import npy_bytes, read_wav
 from .schema import SPEECH_LAYER, TEXT_LAYER
 from .shards import write_tar
+from .verify import shard_checksum
 from .stages.features import clip_text, make_speech_backend, make_text_encoder
 
 SPEECH_FEATURES = ("mel", "wav2vec2", "hubert")
@@ -75,14 +79,23 @@ def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progre
     speech, text = plan_layers(features, cfg)
     for model in (*speech, *text):
         model.check()          # before any shard is touched
+    base = manifest_path.parent
+    journal = manifest_path.with_name(manifest_path.name + ".extending")
+    written = json.loads(journal.read_text()) if journal.is_file() else {}   # an interrupted extend's shards
+    for shard in manifest["shards"]:
+        if shard_checksum(base, shard) not in (shard.get("sha256"), written.get(shard["path"])):
+            raise ManifestError(f"{base / shard['path']}: missing, or its sha256 differs from the manifest's: the "
+                                "shard is damaged or was changed, and extend does not rewrite it. See `posetalk-data "
+                                "manifest verify`; rebuild or restore the shard first.")
     for model in (*speech, *text):
         model.setup()
-    base = manifest_path.parent
     for shard in manifest["shards"]:
         path = base / shard["path"]
         samples = [(key, extend_sample(members, key, speech, text, cfg.text.prompts))
                    for key, members in safe_samples(path)]     # one shard in memory: read fully, then replace it
         shard.update(sha256=write_tar(path, samples), bytes=path.stat().st_size)
+        written[shard["path"]] = shard["sha256"]
+        _write_json(journal, written)
         if progress:
             progress(shard["path"])
     for backend in speech:
@@ -94,7 +107,12 @@ def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progre
     manifest["members"].setdefault("text.json", "the clip's motion prompts and where they came from")
     manifest.setdefault("extended", []).append({"features": features, "speech": cfg.speech.model_dump(mode="json"),
                                                 "text": cfg.text.model_dump(mode="json")})
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, manifest_path)
+    _write_json(manifest_path, manifest)
+    journal.unlink(missing_ok=True)
     return manifest
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)

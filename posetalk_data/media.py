@@ -50,6 +50,7 @@ class ProbeInfo:
     audio_codec: str | None
     audio_rate: int | None
     frames: int | None         # container's frame count where known
+    video_duration: float | None = None   # the video stream's own duration (the container's may include audio)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -106,6 +107,7 @@ def probe(path: str | Path) -> ProbeInfo:
         audio_codec=audio.get("codec_name") if audio else None,
         audio_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
         frames=int(frames) if frames and frames.isdigit() else None,
+        video_duration=float(video["duration"]) if video.get("duration") else None,
     )
 
 

@@ -3,8 +3,9 @@
 Reads only what a finished build leaves behind (manifest.json, samples.parquet, failures.parquet, the shards), so
 it can be written at the end of a build or later by `posetalk-data report --manifest M`. Per-frame figures read
 pose.npy / gaze.npy from at most MAX_CLIPS clips, picked evenly over the sorted keys: deterministic, and bounded
-for big builds. Shards are read with manifest.safe_samples and arrays with np.load(allow_pickle=False): nothing
-is unpickled, and a member that escapes or is not a file is refused.
+for big builds. The manifest and its tables are read through posetalk_data.reading (paths checked, rows used only
+through the shard entries the manifest lists), shards with its safe_samples and arrays with
+np.load(allow_pickle=False): nothing is unpickled, and a member that escapes or is not a file is refused.
 """
 from __future__ import annotations
 
@@ -21,11 +22,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no global pyplot state
 
 from .geometry import euler_to_rotation
-from .manifest import safe_samples
+from .reading import read_table, safe_samples, selection
 
 MAX_CLIPS = 300
 THUMB_PX = 192
@@ -59,10 +59,9 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
     out_dir = Path(out_dir)
     manifest_path = Path(manifest_path) if manifest_path else out_dir / "manifest.json"
     root = manifest_path.parent  # paths in the manifest are relative to it
-    manifest = json.loads(manifest_path.read_text())
-    tables = manifest.get("tables", {})
-    samples = _read_table(root / tables.get("samples", "samples.parquet"))
-    failures = _read_table(root / tables.get("failures", "failures.parquet"))
+    manifest, _, parts = selection(manifest_path)   # ManifestError for an unsafe or broken manifest
+    samples = [r for _, rows in parts for r in rows]
+    failures = read_table(manifest_path, manifest, "failures") if "failures" in manifest.get("tables", {}) else []
     if timings is None and (root / "timings.json").is_file():
         timings = json.loads((root / "timings.json").read_text())
     keys = _pick(sorted(r["key"] for r in samples), MAX_CLIPS)
@@ -76,6 +75,7 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
     ]
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>posetalk build report</title>{STYLE}"
             f"</head><body>{''.join(body)}{RENDER_CHECK}</body></html>")
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -84,10 +84,6 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
 
 
 # ---------------------------------------------------------------- reading
-def _read_table(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist() if path.is_file() else []
-
-
 def _pick(items: list, n: int) -> list:
     """At most n items spread evenly over the list (first and last included): deterministic sampling."""
     if len(items) <= n:

@@ -171,8 +171,11 @@ def write_shards(staging: Staging, keys: list[str], out: Path, per_shard: int) -
             record.write_text(json.dumps({"keys": chunk, "sha256": digest}))
         shards.append({"path": final.relative_to(out).as_posix(), "sha256": digest,
                        "samples": len(chunk), "bytes": final.stat().st_size, "keys": chunk})
-    for stale in set(shard_dir.glob("*.tar")) - {out / s["path"] for s in shards}:
-        stale.unlink()   # shards of an earlier build of the same OUT that this one no longer has
+    for record in staging.shards_dir.glob("*.tar.json"):   # shards an earlier run of this build wrote ...
+        stale = shard_dir / record.name.removesuffix(".json")
+        if stale not in {out / s["path"] for s in shards}:  # ... that this one no longer has; nothing else
+            stale.unlink(missing_ok=True)
+            record.unlink()
     return shards
 
 

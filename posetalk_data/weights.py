@@ -30,6 +30,27 @@ def missing_message(what: str, model_id: str, looked: list[str], local_key: str)
     )
 
 
+def torch_hub_checkpoint(filename: str) -> Path:
+    """Where torch.hub (and torchvision, face-alignment) keep a downloaded checkpoint:
+    $TORCH_HOME/hub/checkpoints/<filename> (default ~/.cache/torch). torch.hub.get_dir()'s rule, without importing
+    torch just to say a file is missing."""
+    import os
+
+    cache = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(cache).expanduser() / "hub" / "checkpoints" / filename
+
+
+def checkpoint_file(what: str, path: str | Path | None, filename: str, url: str, key: str) -> Path:
+    """A weight file given by path (`key` in a config or a flag), else the torch hub cache's; WeightsMissing naming
+    the file, where it was looked for and how to provide it."""
+    found = Path(path).expanduser() if path else torch_hub_checkpoint(filename)
+    if not found.is_file():
+        raise WeightsMissing(f"{what} weights not found at {found}. posetalk never downloads weights: on a machine "
+                             f"with internet download {url} and place it at {torch_hub_checkpoint(filename)} "
+                             f"(the torch hub cache, $TORCH_HOME/hub/checkpoints), or give its path with {key}.")
+    return found
+
+
 def hf_cache_dir(cache_dir: str | Path | None = None) -> str:
     from huggingface_hub import constants
     return str(cache_dir or constants.HF_HUB_CACHE)

@@ -2,7 +2,8 @@
 
 Allowed: column names, literals, lists, comparisons (== != < <= > >= in, not in), and/or/not, + - * /, len() and
 abs(). Anything else (attributes, subscripts, other calls, unknown columns) is refused, so an expression can only
-read the row it is given.
+read the row it is given. Repeating a string or list (`'a' * n`) is capped at MAX_ITEMS items, so an expression
+cannot exhaust memory.
 """
 from __future__ import annotations
 
@@ -17,7 +18,18 @@ class WhereError(ValueError):
 
 _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
         ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
-_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+MAX_ITEMS = 1_000_000
+
+
+def _times(a, b):
+    """a * b, refusing a repeated string or list longer than MAX_ITEMS."""
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, list)) and isinstance(n, int) and len(seq) * n > MAX_ITEMS:
+            raise WhereError(f"a repeated string or list of {len(seq) * n} items (limit {MAX_ITEMS})")
+    return a * b
+
+
+_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _times, ast.Div: operator.truediv}
 _FUNCS = {"len": len, "abs": abs}
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from posetalk_data.config import PIPELINES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -29,6 +31,19 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def tiny_hubert(folder: Path, seed: int = 0) -> Path:
+    """A saved 2-layer HuBERT with random weights: the real loading and inference code, no download."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=4,
+                                    num_conv_pos_embedding_groups=4, feat_extract_norm="layer", conv_bias=True)
+    transformers.HubertModel(cfg).save_pretrained(folder)
+    return folder
 
 
 def link(src: Path, dst: Path) -> Path:
@@ -79,7 +94,7 @@ def sample_build(sample_input: Path, ray_session, tmp_path_factory):
     from posetalk_data.sources.folder import folder_specs
 
     out = tmp_path_factory.mktemp("sample_build")
-    cfg = load_config(REPO / "pipelines" / "folder.yaml", ["facetrack.crop_size=256"])
+    cfg = load_config(PIPELINES / "folder.yaml", ["facetrack.crop_size=256"])
     result = build(folder_specs(sample_input), out, cfg, source="folder", root=sample_input, workers=2)
     return out, result
 

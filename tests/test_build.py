@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from posetalk_data.config import PIPELINES
 from posetalk_data.media import read_frames
 from posetalk_data.schema import MEMBERS
 from posetalk_data.shards import sha256_file
@@ -49,7 +50,7 @@ def built(sample_build):
 def test_every_sample_clip_becomes_a_sample(built, samples):
     _, _, rows, failures, _ = built
     kept_ids = {r["video_id"] for r in rows}
-    expected = {f"videos/{p.stem}" for p in (samples / "videos").iterdir()} | {"paired/feifeili_clip1"}
+    expected = {f"videos/{p.name}" for p in (samples / "videos").iterdir()} | {"paired/feifeili_clip1.mp4"}
     missing = expected - kept_ids
     assert not missing, f"dropped: {[f for f in failures if f['video_id'] in missing]}"
 
@@ -75,22 +76,23 @@ def test_edge_clips_get_their_documented_outcome(built):
     by_id = {r["video_id"]: r for r in rows}
     failed = {f["video_id"]: f for f in failures}
     # digital-silence audio: kept, flagged
-    assert "silent_audio" in by_id["edge/liveportrait_d18"]["flags"] and by_id["edge/liveportrait_d18"]["silent"]
+    silent = by_id["edge/liveportrait_d18.mp4"]
+    assert "silent_audio" in silent["flags"] and silent["silent"]
     # no audio stream and no .wav beside it: dropped with the reason
-    assert failed["edge/liveportrait_d13"]["stage"] == "normalise"
-    assert "no audio" in failed["edge/liveportrait_d13"]["reason"]
+    assert failed["edge/liveportrait_d13.mp4"]["stage"] == "normalise"
+    assert "no audio" in failed["edge/liveportrait_d13.mp4"]["reason"]
     # full-body shot with a small face: kept, flagged
-    assert "small_face" in by_id["edge/liveportrait_s13"]["flags"]
+    assert "small_face" in by_id["edge/liveportrait_s13.mp4"]["flags"]
     # silent video with its speech in a .wav beside it: kept, not silent
-    assert not by_id["paired/feifeili_clip1"]["silent"]
+    assert not by_id["paired/feifeili_clip1.mp4"]["silent"]
 
 
 @pytest.mark.parametrize("video_id, stage, words", [
-    ("bad/empty", "probe", "unreadable"),
-    ("bad/notes", "probe", "unreadable"),
-    ("bad/speech_only", "probe", "no video stream"),
-    ("bad/truncated", "probe", "unreadable"),
-    ("bad/no_face", "facetrack", "no face"),
+    ("bad/empty.mp4", "probe", "unreadable"),
+    ("bad/notes.mp4", "probe", "unreadable"),
+    ("bad/speech_only.mov", "probe", "no video stream"),
+    ("bad/truncated.mp4", "probe", "unreadable"),
+    ("bad/no_face.mp4", "facetrack", "no face"),
 ])
 def test_broken_files_are_dropped_with_a_reason(built, video_id, stage, words):
     failed = {f["video_id"]: f for f in built[3]}
@@ -101,14 +103,14 @@ def test_rotation_metadata_is_honoured(built):
     """A file stored sideways with display rotation is read as displayed: upright, sizes as displayed, the head
     upright in the crop (roll near 0, where the stored pixels would give about 90)."""
     _, _, rows, _, shards = built
-    row = next(r for r in rows if r["video_id"] == "rotated/s13_rotated")
+    row = next(r for r in rows if r["video_id"] == "rotated/s13_rotated.mp4")
     meta = json.loads(shards[row["key"]]["meta.json"])
     assert meta["source_rotation"] in (90, 270) and meta["source_size"] == [720, 1080]
     assert abs(np.median(npy(shards[row["key"]]["pose.npy"])[:, 2])) < 20
 
 
 def test_name_starting_with_dash_is_processed(built):
-    assert any(r["video_id"] == "bad/-starts-with-dash" for r in built[2])
+    assert any(r["video_id"] == "bad/-starts-with-dash.mpg" for r in built[2])
 
 
 def test_manifest_checksums_counts_and_relative_paths(built):
@@ -140,7 +142,7 @@ def test_pose_tracks_3dmm_angles_on_real_video(built, samples):
     from scipy.io import loadmat
 
     _, _, rows, _, shards = built
-    key = next(r["key"] for r in rows if r["video_id"] == "paired/feifeili_clip1")
+    key = next(r["key"] for r in rows if r["video_id"] == "paired/feifeili_clip1.mp4")
     pose = npy(shards[key]["pose.npy"])
     meta = json.loads(shards[key]["meta.json"])
     coeff = loadmat(samples / "paired/styletalk_feifeili_clip1/feifeili_clip1.mat")["coeff"]
@@ -185,7 +187,7 @@ def test_demo_build_recovers_the_known_rotation(ray_session, tmp_path):
 
     out = tmp_path / "demo"
     specs, root = source_specs("demo", None, out)
-    cfg = load_config(Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml")
+    cfg = load_config(PIPELINES / "demo.yaml")
     build(specs, out, cfg, source="demo", root=root, workers=2)
     samples = load_samples(out)
     assert len(samples) == len(specs) == 4

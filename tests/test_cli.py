@@ -1,4 +1,7 @@
 """The CLI: exit codes, --strict, clear errors before any work."""
+import json
+
+import pytest
 from typer.testing import CliRunner
 
 from posetalk_data.cli import app
@@ -50,3 +53,21 @@ def test_models_pull_offline_says_it_needs_internet():
     result = runner.invoke(app, ["models", "pull", "--profile", "paper"])   # HF_HUB_OFFLINE=1 in tests
     assert result.exit_code == 2 and "could not download facebook/hubert-base-ls960" in said(result)
     assert "nothing to download" in said(runner.invoke(app, ["models", "pull", "--profile", "offline"]))
+
+
+def test_version_lists_what_a_build_records():
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0 and "posetalk:" in result.output and "ffmpeg:" in result.output
+
+
+def test_sources_inspect_on_real_metadata():
+    from conftest import REPO
+
+    root = REPO.parent / "shared" / "metadata" / "hdtf"
+    if not root.is_dir():
+        pytest.skip(f"real dataset metadata not found at {root}")
+    result = runner.invoke(app, ["sources", "inspect", "--src", "hdtf", "--root", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["counts"]["clips_annotated"] == 436
+    refused = runner.invoke(app, ["sources", "inspect", "--src", "folder", "--root", str(root)])
+    assert refused.exit_code == 2 and "hdtf" in said(refused)

@@ -1,21 +1,17 @@
-from pathlib import Path
-
 import pytest
 
-from posetalk_data.config import ConfigError, load_config, parse_override
-
-REPO = Path(__file__).resolve().parents[1]
+from posetalk_data.config import PIPELINES, ConfigError, load_config, parse_override
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.name for p in PIPELINES.glob("*.yaml")))
 def test_shipped_pipelines_load(name):
     if name.startswith("pose-"):  # training configs of posetalk_models
         from posetalk_models.config import load_train_config
 
-        cfg = load_train_config(name[5:-5], REPO / "pipelines" / name)
+        cfg = load_train_config(name[5:-5], PIPELINES / name)
         assert cfg.data.window == 64  # the VAE and PLD configs must agree on the window
     else:
-        load_config(REPO / "pipelines" / name)
+        load_config(PIPELINES / name)
 
 
 def test_training_overrides_keep_the_sections_other_defaults():
@@ -28,7 +24,7 @@ def test_training_overrides_keep_the_sections_other_defaults():
 
 
 def test_override_is_typed_and_applied():
-    cfg = load_config(REPO / "pipelines" / "folder.yaml", ["facetrack.crop_size=256", "facetrack.multi_face=drop"])
+    cfg = load_config(PIPELINES / "folder.yaml", ["facetrack.crop_size=256", "facetrack.multi_face=drop"])
     assert cfg.facetrack.crop_size == 256 and cfg.facetrack.multi_face == "drop"
     assert parse_override("pose.smooth_s=0.5") == ("pose.smooth_s", 0.5)
 
@@ -41,7 +37,7 @@ def test_override_is_typed_and_applied():
 ])
 def test_bad_override_names_key_and_file(override, words):
     with pytest.raises(ConfigError) as err:
-        load_config(REPO / "pipelines" / "folder.yaml", [override])
+        load_config(PIPELINES / "folder.yaml", [override])
     for word in words:
         assert word in str(err.value)
 

@@ -10,8 +10,11 @@ import pytest
 
 from posetalk_data.config import load_config
 from posetalk_data.extend import extend
-from posetalk_data.manifest import read_samples, verify
+from posetalk_data.reading import read_samples
+from posetalk_data.verify import verify
 from posetalk_data.weights import WeightsMissing
+
+from conftest import tiny_hubert
 
 
 @pytest.fixture
@@ -30,13 +33,7 @@ def test_replacing_a_layer_with_the_same_model_changes_no_byte(build_copy):
 
 
 def test_hubert_layer_added_from_a_local_model(build_copy, tmp_path):
-    import transformers
-
-    folder = tmp_path / "tiny-hubert"
-    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=4,
-                                    num_conv_pos_embedding_groups=4, feat_extract_norm="layer", conv_bias=True)
-    transformers.HubertModel(cfg).save_pretrained(folder)
+    folder = tiny_hubert(tmp_path / "tiny-hubert")
     before = dict(read_samples(build_copy / "manifest.json"))
     manifest = extend(build_copy / "manifest.json", ["hubert"], load_config(None, [f"speech.local_dir={folder}"]))
     assert "hubert.npy" in manifest["members"] and "weights_sha256" in manifest["versions"]["hubert.npy"]
@@ -67,3 +64,21 @@ def test_extend_command(build_copy):
     assert ok.exit_code == 0, ok.output
     bad = CliRunner().invoke(app, ["extend", "--manifest", str(build_copy / "manifest.json"), "--features", "clip"])
     assert bad.exit_code == 2 and "CLIP" in " ".join(bad.output.split())
+
+
+def test_extend_killed_before_its_manifest_is_finished_by_a_rerun(build_copy, tmp_path):
+    """Shards renamed, manifest not yet written: the rerun accepts its own journalled shards and finishes."""
+    cfg = load_config(None, [f"speech.local_dir={tiny_hubert(tmp_path / 'tiny-hubert')}"])
+    shards = len(list((build_copy / "shards").glob("*.tar")))
+
+    def crash_after_last_shard(shard: str, seen=[]):
+        seen.append(shard)
+        if len(seen) == shards:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extend(build_copy / "manifest.json", ["hubert"], cfg, progress=crash_after_last_shard)
+    assert any(p.what == "checksum" for p in verify(build_copy / "manifest.json"))   # the new bytes, not yet listed
+    manifest = extend(build_copy / "manifest.json", ["hubert"], cfg)
+    assert "hubert.npy" in manifest["members"] and verify(build_copy / "manifest.json") == []
+    assert not (build_copy / "manifest.json.extending").exists()

@@ -12,9 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posetalk_data.manifest import (FORMAT, ManifestError, UnsafeShardError, compare, filter_manifest,
-                                    load_manifest, merge_manifests, rebuild, safe_samples, split_manifest, stats,
-                                    verify)
+from posetalk_data.manifest import compare, filter_manifest, merge_manifests, split_manifest, stats
+from posetalk_data.reading import FORMAT, ManifestError, UnsafeShardError, load_manifest, safe_samples
+from posetalk_data.rebuild import rebuild
+from posetalk_data.verify import verify
 from posetalk_data.shards import SAMPLES_SCHEMA
 
 GRID = ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg")
@@ -70,7 +71,7 @@ def test_verify_names_a_flipped_byte_a_missing_and_a_truncated_shard(tiny, tmp_p
     data[pose.offset_data + pose.size - 1] ^= 0xFF            # the last byte of the pose array
     (damaged / SHARD0).write_bytes(bytes(data))
     assert compare(out / "manifest.json", damaged / "manifest.json")["differing"] == \
-        {keys_by_video(out)["grid_bbaf2n"]: ["pose.npy"]}
+        {keys_by_video(out)["grid_bbaf2n.mpg"]: ["pose.npy"]}
     (damaged / SHARD1).unlink()
     problems = verify(damaged / "manifest.json")
     assert found(problems) == {(SHARD0, "checksum"), (SHARD1, "missing")}, problems
@@ -147,8 +148,8 @@ def test_filter_keeps_the_matching_keys_and_verifies(tiny, tmp_path):
     keys = keys_by_video(out)
     inside = copy_build(out, tmp_path / "build")
     for target in (inside / "bbaf.json", tmp_path / "other" / "bbaf.json"):   # shards in place / linked in
-        result = filter_manifest(inside / "manifest.json", "video_id == 'grid_bbaf2n' and frames >= 75", target)
-        assert [k for s in result["shards"] for k in s["keys"]] == [keys["grid_bbaf2n"]]
+        result = filter_manifest(inside / "manifest.json", "video_id == 'grid_bbaf2n.mpg' and frames >= 75", target)
+        assert [k for s in result["shards"] for k in s["keys"]] == [keys["grid_bbaf2n.mpg"]]
         assert result["manifest_version"] == 2 and verify(target) == []
         assert stats(target)["counts"]["samples"] == 1
     both = filter_manifest(inside / "manifest.json", "'small_face' not in flags or abs(yaw_range) < 90",
@@ -209,8 +210,8 @@ def test_merge_refuses_duplicates_and_version_mismatch_unless_asked(tiny, tmp_pa
     assert {s["path"] for s in merged["shards"]} == {f"a/{SHARD0}", f"a/{SHARD1}"}
     assert verify(tmp_path / "merged.json") == []
 
-    filter_manifest(a / "manifest.json", "video_id == 'grid_bbaf2n'", a / "one.json")
-    filter_manifest(b / "manifest.json", "video_id == 'grid_lbbc2a'", b / "two.json")
+    filter_manifest(a / "manifest.json", "video_id == 'grid_bbaf2n.mpg'", a / "one.json")
+    filter_manifest(b / "manifest.json", "video_id == 'grid_lbbc2a.mpg'", b / "two.json")
     halves = merge_manifests([a / "one.json", b / "two.json"], tmp_path / "m" / "halves.json")   # shards linked in
     assert sorted(k for s in halves["shards"] for k in s["keys"]) == sorted(keys.values())
     assert verify(tmp_path / "m" / "halves.json") == []
@@ -245,7 +246,7 @@ def test_manifest_commands_exit_codes(tiny, tmp_path):
     (damaged / SHARD1).write_bytes((damaged / SHARD1).read_bytes()[:1000])
     result = run("verify", damaged)
     assert result.exit_code == 1 and "posetalk-000001.tar" in result.output
-    assert run("filter", out, "--where", "video_id == 'grid_bbaf2n'", "--out", tmp_path / "f.json").exit_code == 0
+    assert run("filter", out, "--where", "video_id == 'grid_bbaf2n.mpg'", "--out", tmp_path / "f.json").exit_code == 0
     assert run("verify", tmp_path / "f.json").exit_code == 0
     bad = run("filter", out, "--where", "__import__('os')", "--out", tmp_path / "g.json")
     assert bad.exit_code == 2 and not (tmp_path / "g.json").exists()

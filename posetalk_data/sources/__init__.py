@@ -30,7 +30,7 @@ def source_plan(src: str, input_dir: Path | None, out: Path, **options) -> Sourc
             raise ValueError("--src folder needs --input DIR (the folder of videos)")
         from .folder import folder_specs
 
-        return SourcePlan(folder_specs(input_dir), input_dir)
+        return SourcePlan(folder_specs(input_dir, exclude=out), input_dir)
     if src == "demo":
         from .demo import make_demo_clips
 

@@ -125,6 +125,12 @@ def pick_track(tracks: list[Track], hint: np.ndarray | None) -> Track:
     return max(tracks, key=lambda t: t.weight)
 
 
+def promised_frames(record: ClipRecord) -> int:
+    """Frames at 25 fps the header says the span holds (the video stream's duration, else the container's)."""
+    end = min(record.end, record.probe.get("video_duration") or record.end)
+    return max(int(round((end - record.start) * VIDEO_FPS)), 1)
+
+
 def detect_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     k = min(1.0, max_side / max(width, height))
     return max(2, int(width * k) // 2 * 2), max(2, int(height * k) // 2 * 2)
@@ -178,8 +184,14 @@ class FaceTrackStage(Stage):
             self.setup()
         cfg, fps = self.cfg, VIDEO_FPS
         n, detections = self.detect(record)
-        if n == 0:
-            raise ClipFailure("no frames could be decoded")
+        promised = promised_frames(record)
+        truncated = n < 0.95 * promised - 3
+        if truncated:
+            record.flags.append("truncated")
+            record.meta["decoded_fraction"] = n / promised
+        if n == 0 or (truncated and n < cfg.min_clip_s * fps):
+            raise ClipFailure(f"the video is truncated or damaged: {n} of the {promised} frames its header "
+                              "promises could be decoded" if truncated else "no frames could be decoded")
         max_gap = max(int(round(cfg.max_gap_s * fps)), cfg.detect_every - 1)
         tracks = link_tracks(detections, max_gap)
         if not tracks:

@@ -6,7 +6,6 @@ of FAN (face-alignment's 2DFAN4), loaded from the torch hub cache or a local fil
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import numpy as np
 from ..config import LandmarksConfig
 from ..media import read_frames
 from ..schema import VIDEO_FPS, ClipRecord
+from ..weights import torch_hub_checkpoint
 from .base import ClipFailure, Resources, Stage
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -32,11 +32,7 @@ def fill_gaps(points: np.ndarray) -> np.ndarray:
 
 
 def fan_weights_path(cfg: LandmarksConfig) -> Path:
-    if cfg.fan_weights:
-        return Path(cfg.fan_weights).expanduser()
-    # torch.hub.get_dir()'s rule, without importing torch (seconds) just to say a file is missing
-    cache = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
-    return Path(cache).expanduser() / "hub" / "checkpoints" / FAN_FILE
+    return Path(cfg.fan_weights).expanduser() if cfg.fan_weights else torch_hub_checkpoint(FAN_FILE)
 
 
 class FanLandmarks:

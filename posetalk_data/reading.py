@@ -1,0 +1,133 @@
+"""Safe reading of manifests and shards: the one place that opens a manifest, its tables and its tar files.
+
+Manifests are JSON only. Shard and table paths must be relative POSIX paths without `..` (shards may also be
+http(s) URLs); this is checked on the text, before any file is opened. Shards are read with `tarfile` in stream
+mode: a member that is not a regular file (link, device, directory) or whose name is absolute or has a `..` part is
+refused (UnsafeShardError); nothing is unpickled or executed. A samples-table row is only ever used through the
+shard entry of the manifest it names (`selection`), so a path written into the table cannot open another file.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+import urllib.request
+from collections import defaultdict
+from contextlib import closing
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMAT = "posetalk-shards"
+URL = re.compile(r"^https?://")
+
+
+class ManifestError(ValueError):
+    """Not a posetalk manifest, an unsafe path, or an operation refused (duplicates, version mismatch)."""
+
+
+class UnsafeShardError(ValueError):
+    """A shard member that could write outside a folder if extracted, or is not a plain file."""
+
+
+def check_relative(path: str, what: str) -> str:
+    """Lexical check (no file access): relative, POSIX, no '..', no drive letter."""
+    if not isinstance(path, str) or not path or "\\" in path or PurePosixPath(path).is_absolute() \
+            or ".." in PurePosixPath(path).parts or re.match(r"^[A-Za-z]:", path):
+        raise ManifestError(f"{what} path {path!r} is absolute or escapes the manifest's folder")
+    return path
+
+
+def load_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: not JSON ({err})") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path} is a folder, not a manifest file") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or not isinstance(manifest.get("shards"), list):
+        raise ManifestError(f"{path}: not a posetalk manifest (format {FORMAT!r} with a list of shards)")
+    if manifest.get("manifest_version", 1) not in (1, 2):
+        raise ManifestError(f"{path}: manifest_version {manifest['manifest_version']} is newer than this tool")
+    for shard in manifest["shards"]:
+        if not isinstance(shard, dict) or not isinstance(shard.get("keys", []), list):
+            raise ManifestError(f"{path}: shard entry {shard!r} is not {{path, sha256, samples, bytes[, keys]}}")
+        if not URL.match(str(shard.get("path", ""))):
+            check_relative(shard.get("path"), "shard")
+    tables = manifest.get("tables", {})
+    if not isinstance(tables, dict):
+        raise ManifestError(f"{path}: 'tables' is not a mapping")
+    for table in tables.values():
+        check_relative(table, "table")
+    return manifest
+
+
+def open_shard(base: Path, rel: str) -> BinaryIO:
+    return urllib.request.urlopen(rel) if URL.match(rel) else open(base / rel, "rb")
+
+
+def _check_member(info: tarfile.TarInfo) -> None:
+    name = PurePosixPath(info.name)
+    if name.is_absolute() or ".." in name.parts or "\\" in info.name:
+        raise UnsafeShardError(f"member {info.name!r} is absolute or escapes the folder")
+    if not info.isreg():
+        raise UnsafeShardError(f"member {info.name!r} is not a regular file (link, device or directory)")
+
+
+def safe_samples(tar: str | Path | BinaryIO, keys: set[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {member: bytes}) per sample in shard order, webdataset's grouping (key = name up to the first dot of
+    the base name); `keys` limits which samples are read into memory. Raises UnsafeShardError, tarfile.TarError."""
+    stream = open(tar, "rb") if isinstance(tar, (str, Path)) else tar
+    with closing(stream), tarfile.open(fileobj=stream, mode="r|*") as archive:
+        key, sample = None, {}
+        for info in archive:
+            _check_member(info)
+            m = re.fullmatch(r"((?:.*/)?[^./]+)\.([^/]+)", info.name)
+            if m is None:
+                raise UnsafeShardError(f"member {info.name!r} is not <key>.<member>")
+            if m[1] != key:
+                if key is not None and (keys is None or key in keys):
+                    yield key, sample
+                key, sample = m[1], {}
+            if keys is None or key in keys:
+                sample[m[2]] = archive.extractfile(info).read()
+        if key is not None and (keys is None or key in keys):
+            yield key, sample
+
+
+def read_table(manifest_path: str | Path, manifest: dict, name: str = "samples") -> list[dict]:
+    """Rows of one of the manifest's tables (its path checked by load_manifest); ManifestError when unreadable."""
+    table = manifest.get("tables", {}).get(name)
+    if not table:
+        raise ManifestError(f"{manifest_path}: no {name} table")
+    try:
+        return pq.read_table(Path(manifest_path).parent / table).to_pylist()
+    except (OSError, pa.ArrowException) as err:
+        raise ManifestError(f"{manifest_path}: {name} table {table} unreadable ({err})") from None
+
+
+def selection(manifest_path: str | Path) -> tuple[dict, Path, list[tuple[dict, list[dict]]]]:
+    """(manifest, its folder, [(shard entry, samples-table rows of its selected keys)]). Rows naming a shard the
+    manifest does not list are left out: the table never decides which file is opened."""
+    manifest_path = Path(manifest_path)
+    manifest, base = load_manifest(manifest_path), manifest_path.parent
+    by_shard = defaultdict(list)
+    for row in read_table(manifest_path, manifest):
+        by_shard[row["shard"]].append(row)
+    parts = []
+    for entry in manifest["shards"]:
+        wanted = set(entry["keys"]) if "keys" in entry else None
+        parts.append((entry, [r for r in by_shard[entry["path"]] if wanted is None or r["key"] in wanted]))
+    return manifest, base, parts
+
+
+def read_samples(manifest_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Every sample of a manifest (honouring per-shard "keys"), read with the safe reader."""
+    manifest_path = Path(manifest_path)
+    for entry in load_manifest(manifest_path)["shards"]:
+        keys = set(entry["keys"]) if "keys" in entry else None
+        yield from safe_samples(open_shard(manifest_path.parent, entry["path"]), keys)
