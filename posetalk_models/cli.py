@@ -1,36 +1,51 @@
-"""posetalk-train: train the PoseTalk pose models straight from posetalk shards (a manifest).
+"""posetalk-train: train the PoseTalk models straight from posetalk shards (a manifest).
 
+Pose generation:
   posetalk-train vae --manifest train/manifest.json --out runs/vae
   posetalk-train pld --manifest train/manifest.json --vae runs/vae --out runs/pld
   posetalk-train eval --run runs/pld --manifest test/manifest.json
+Video generation (each stage over the frozen ones before it):
+  posetalk-train coarse  --manifest train/manifest.json --out runs/coarse
+  posetalk-train refine  --manifest train/manifest.json --coarse runs/coarse --out runs/refine
+  posetalk-train enhance --manifest train/manifest.json --refine runs/refine --out runs/enhance
+  posetalk-train sync    --manifest train/manifest.json --out runs/sync    (lip-sync expert, optional)
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tarfile
 from pathlib import Path
 
 import typer
 
-from posetalk_data.config import ConfigError
+from posetalk_data.config import ConfigError, shipped
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
 
-PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 MANIFEST = typer.Option(..., "--manifest", help="A build's manifest.json (or a filtered/split one).")
 OUT = typer.Option(..., "--out", help="Run folder: step-*.safetensors + JSON sidecars, metrics.jsonl. "
                                       "An existing run resumes from its last checkpoint.")
-CONFIG = typer.Option(None, "--config", help="Training config YAML (default: pipelines/pose-<model>.yaml).")
+CONFIG = typer.Option(None, "--config", help="Training config YAML (default: the shipped one, "
+                                             "posetalk_data/pipelines/<pose|video>-<model>.yaml, at the size for "
+                                             "real data).")
+TINY = typer.Option(False, "--tiny", help="The built-in tiny config instead (64 px / small models; trains on a "
+                                          "laptop CPU in minutes: for trying things out and for tests).")
 SET = typer.Option([], "--set", help="Override a config key, e.g. --set loop.lr=3e-4 --set model.d_model=256.")
 MAX_STEPS = typer.Option(None, "--max-steps", min=1, help="Training steps (overrides loop.max_steps).")
 WORKERS = typer.Option(None, "--workers", min=0, help="DataLoader workers (overrides loop.num_workers).")
 DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides loop.device).")
+HOLDOUT = typer.Option(None, "--holdout", help="Held-out manifest: L1, PSNR, SSIM, lip-region L1 and lip_share of "
+                                               "every stage and of the copy-source baseline, at every checkpoint.")
 
 
 @app.callback()
 def main() -> None:
     """Trainers read the shards of a `posetalk-data build` directly; GPU and mixed precision when present,
-    DDP when launched with torchrun."""
+    DDP when launched with torchrun. Each has a tiny default config that trains on a CPU, and a shipped YAML
+    at the size for real data (posetalk_data/pipelines/<model>.yaml)."""
 
 
 def _fail(message: str) -> None:
@@ -39,50 +54,131 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _config(kind: str, config: Path | None, overrides: list[str], max_steps, workers, device):
-    from .config import load_train_config
+@contextlib.contextmanager
+def user_errors():
+    """Turn the errors a user's input can cause (a bad manifest, config, media file or run folder, missing weights,
+    a refused resume) into one line and exit code 2. POSETALK_DEBUG=1 shows the traceback instead."""
+    from posetalk_data.media import MediaError
 
-    path = config or PIPELINES / f"pose-{kind}.yaml"
+    try:
+        yield
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, MediaError,
+            tarfile.TarError) as err:
+        if os.environ.get("POSETALK_DEBUG"):
+            raise
+        _fail(str(err))
+
+
+def _config(kind: str, config: Path | None, overrides: list[str], max_steps, workers, device, tiny: bool = False):
+    from .config import SHIPPED, load_train_config
+
+    if tiny and config:
+        _fail("--tiny and --config are two different configs: give one")
     extra = [f"loop.{k}={v}" for k, v in (("max_steps", max_steps), ("num_workers", workers), ("device", device))
              if v is not None]
     try:
-        return load_train_config(kind, path if path.exists() or config else None, [*overrides, *extra])
+        return load_train_config(kind, None if tiny else config or shipped(SHIPPED[kind]), [*overrides, *extra])
     except ConfigError as err:
         _fail(str(err))
 
 
 def _check_manifest(manifest: Path) -> None:
     if not manifest.is_file():
-        _fail(f"manifest not found: {manifest}")
+        _fail(f"manifest not found: {manifest}" if not manifest.exists() else
+              f"--manifest {manifest} is a folder; name its manifest.json")
 
 
 @app.command()
 def vae(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
-        max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE,
+        max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
         holdout: Path = typer.Option(None, "--holdout", help="Held-out manifest: reconstruction error in degrees "
                                                              "logged at every checkpoint.")) -> None:
     """Train the pose VAE (transformer encoder/decoder over pose+gaze windows, Huber reconstruction + KL)."""
     from .train_vae import train_vae
 
     _check_manifest(manifest)
-    cfg = _config("vae", config, set_, max_steps, workers, device)
-    typer.echo(train_vae(manifest, out, cfg, holdout=holdout))
+    cfg = _config("vae", config, set_, max_steps, workers, device, tiny)
+    with user_errors():
+        typer.echo(train_vae(manifest, out, cfg, holdout=holdout))
 
 
 @app.command()
 def pld(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
-        max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE,
+        max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
         vae_run: Path = typer.Option(None, "--vae", help="The trained pose VAE run (needed for a new run; "
                                                          "its weights are copied into OUT).")) -> None:
     """Train the Pose Latent Diffusion model in a frozen VAE's latent space, conditioned on text and speech."""
     from .train_pld import train_pld
 
     _check_manifest(manifest)
-    cfg = _config("pld", config, set_, max_steps, workers, device)
-    try:
+    cfg = _config("pld", config, set_, max_steps, workers, device, tiny)
+    with user_errors():
         typer.echo(train_pld(manifest, out, cfg, vae_run=vae_run))
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+
+
+@app.command()
+def coarse(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+           max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
+           holdout: Path = HOLDOUT) -> None:
+    """Train CoarseNet: the source frame animated into each target frame's head pose, gaze and coarse mouth
+    (motion encoder -> AdaIN U-Net flow -> warp -> editing net). The size is the config's (tiny: 64 px on a CPU;
+    the shipped YAML: 256 px)."""
+    from .train_video import train_coarse
+
+    _check_manifest(manifest)
+    cfg = _config("coarse", config, set_, max_steps, workers, device, tiny)
+    with user_errors():
+        typer.echo(train_coarse(manifest, out, cfg, holdout=holdout))
+
+
+@app.command()
+def refine(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+           max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
+           holdout: Path = HOLDOUT,
+           coarse_run: Path = typer.Option(None, "--coarse", help="The trained CoarseNet run (needed for a new run; "
+                                                                  "copied into OUT and kept frozen)."),
+           sync_run: Path = typer.Option(None, "--sync", help="A trained lip-sync expert run, for loss.sync > 0 "
+                                                              "(with data.targets = its frames).")) -> None:
+    """Train RefineNet over a frozen CoarseNet: finer lip motion, coarse-to-fine flows from 8 px up, with the L1
+    weighted up on the lips."""
+    from .train_video import train_refine
+
+    _check_manifest(manifest)
+    cfg = _config("refine", config, set_, max_steps, workers, device, tiny)
+    with user_errors():
+        typer.echo(train_refine(manifest, out, cfg, coarse_run=coarse_run, holdout=holdout, sync_run=sync_run))
+
+
+@app.command()
+def enhance(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+            max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
+            holdout: Path = HOLDOUT,
+            refine_run: Path = typer.Option(None, "--refine", help="The trained RefineNet run (needed for a new "
+                                                                   "run; it and its CoarseNet are copied into OUT).")
+            ) -> None:
+    """Train the portrait enhancer over frozen CoarseNet + RefineNet: the refined frame and the source frame ->
+    the final frame (loss.gan > 0 adds a patch discriminator)."""
+    from .train_video import train_enhance
+
+    _check_manifest(manifest)
+    cfg = _config("enhance", config, set_, max_steps, workers, device, tiny)
+    with user_errors():
+        typer.echo(train_enhance(manifest, out, cfg, refine_run=refine_run, holdout=holdout))
+
+
+@app.command()
+def sync(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+         max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
+         holdout: Path = typer.Option(None, "--holdout", help="Held-out manifest: sync accuracy at every "
+                                                              "checkpoint.")) -> None:
+    """Train the project's lip-sync expert (Wav2Lip-style: mouth crops vs speech features, in sync or not). Its
+    frozen judgement is RefineNet's optional sync loss and the evaluator's own lip-sync score."""
+    from .train_sync import train_sync
+
+    _check_manifest(manifest)
+    cfg = _config("sync", config, set_, max_steps, workers, device, tiny)
+    with user_errors():
+        typer.echo(train_sync(manifest, out, cfg, holdout=holdout))
 
 
 @app.command("eval")
@@ -101,17 +197,12 @@ def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), m
     """VAE reconstruction error (deg), diversity and Fréchet distance in the VAE encoder space for audio-only,
     text-only and text+audio generation on held-out clips, and text control ("nods" vs "keeps still", "turns
     left" vs "turns right"; positive scores: the model follows the text)."""
-    from posetalk_data.weights import WeightsMissing
-
-    from .generate import FeatureMismatch
     from .metrics import evaluate_run
 
     _check_manifest(manifest)
-    try:
+    with user_errors():
         figures = evaluate_run(run, manifest, windows=windows, samples=samples, steps=steps, guidance=guidance,
                                seed=seed, device=device, text_weights=text_weights)
-    except (FeatureMismatch, WeightsMissing, ValueError, FileNotFoundError) as err:
-        _fail(str(err))
     text = json.dumps(figures, indent=1)
     if out:
         out.write_text(text + "\n")

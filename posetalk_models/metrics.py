@@ -17,10 +17,10 @@ import torch
 
 from posetalk_data.motion_text import PHRASES
 
-from .data import DataConfig, denormalise, loader, normalise
+from .data import DataConfig, denormalise, feature_versions, loader, normalise
 from .generate import check_same, run_text_encoder
 from .pld import MODES, Mode, PoseLatentDiffusion
-from .train_pld import feature_versions, load_pld
+from .train_pld import load_pld
 from .train_vae import recon_error_deg
 from .vae import PoseVAE
 

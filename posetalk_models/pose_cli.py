@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .cli import _fail
+from .cli import _fail, user_errors
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -33,8 +33,9 @@ def generate(
     overlap: int = typer.Option(None, "--overlap", min=0, help="Frames shared by neighbouring windows "
                                                                "(default: half a window)."),
     seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(..., "--out", help="poses.npy: (frames, channels) float32; a .json with the channel "
-                                                "names and settings and a .png plot are written beside it."),
+    out: Path = typer.Option(..., "--out", help="poses.npy: (frames, channels) float32 (.npy is added if missing); "
+                                                "a .json with the channel names and settings and a .png plot are "
+                                                "written beside it."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the yaw/pitch/roll and gaze plot."),
     speech_weights: str = typer.Option(None, "--speech-weights", help="Folder of the speech model the run was "
                                                                       "trained with (else the HF cache)."),
@@ -44,16 +45,19 @@ def generate(
 ) -> None:
     """Generate a pose+gaze sequence as long as the audio; features are computed with the run's recorded
     extractors and a mismatch is refused."""
-    from posetalk_data.weights import WeightsMissing
-
     from .data import CHANNELS
-    from .generate import FeatureMismatch, audio_samples, conditions, frames_of, generate_poses, plot_poses
+    from .generate import audio_samples, conditions, frames_of, generate_poses, plot_poses
     from .train_pld import load_pld
 
     mode = mode or ("both" if text else "audio")
+    if mode not in ("audio", "text", "both"):
+        _fail(f"--mode {mode}: choose audio, text or both")
     if mode in ("text", "both") and not text:
         _fail(f"mode {mode} needs --text")
-    try:
+    if not audio.is_file():
+        _fail(f"--audio {audio}: no such file")
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")   # what np.save would write anyway
+    with user_errors():
         pld, vae, sidecar = load_pld(run, device=device)
         samples = audio_samples(audio)
         speech, emb, n = conditions(sidecar, None if mode == "text" else samples, text, n_frames=frames_of(samples),
@@ -64,8 +68,6 @@ def generate(
             _fail("this run was trained without text features: use --mode audio")
         poses = generate_poses(pld, vae, sidecar["stats"], n, speech, emb, mode=mode, guidance=guidance,
                                steps=steps, overlap=overlap, seed=seed)[0]
-    except (FileNotFoundError, FeatureMismatch, WeightsMissing, ValueError) as err:
-        _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, poses.astype(np.float32))
     info = {"channels": list(CHANNELS[:poses.shape[1]]), "fps": 25, "frames": int(n), "mode": mode, "text": text,

@@ -7,19 +7,17 @@ the exact speech and text feature versions of the training manifest, which gener
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from posetalk_data.manifest import load_manifest
 
 from .config import TrainPLDConfig
-from .data import normalise, resolve_features
+from .data import feature_versions, normalise, resolve_features
 from .pld import PLDConfig, PoseLatentDiffusion
-from .trainer import (last_checkpoint, load_weights, manifest_batches, pick_device, require_checkpoint, save_weights,
-                      train)
+from .trainer import (copy_stage, last_checkpoint, load_weights, manifest_batches, pick_device,
+                      require_checkpoint, run_record, train)
 from .vae import PoseVAE, PoseVAEConfig
 
 
@@ -43,33 +41,10 @@ class PLDObjective(nn.Module):
         return self.model(self.latents(batch), batch.get("text"), batch.get("speech"))
 
 
-def feature_versions(manifest_path: str | Path, speech: str | None, text: str | None) -> dict:
-    """{"speech": {"member", "versions"}, "text": {...}} from the manifest, for generation to reproduce."""
-    versions = load_manifest(manifest_path).get("versions", {})
-    out = {}
-    for role, stem in (("speech", speech), ("text", text)):
-        if stem is None:
-            continue
-        if f"{stem}.npy" not in versions:
-            raise ValueError(f"{manifest_path}: no {stem}.npy features recorded (run `posetalk-data extend`)")
-        out[role] = {"member": f"{stem}.npy", "versions": json.loads(versions[f"{stem}.npy"])}
-    return out
-
-
 def _vae_of_run(run_dir: Path, vae_run: str | Path | None, device) -> tuple[PoseVAE, dict]:
     """The run's own VAE copy when resuming; otherwise the named VAE run's last checkpoint, copied in."""
-    copy = run_dir / "vae.safetensors"
-    if copy.exists():
-        path, sidecar = copy, json.loads(copy.with_suffix(".json").read_text())
-    elif vae_run is None:
-        raise ValueError(f"{run_dir} is a new PLD run: name the trained pose VAE with --vae VAE_RUN")
-    else:
-        path, sidecar = require_checkpoint(vae_run, "vae")
-        sidecar = {**sidecar, "copied_from": str(path)}
-    vae = load_weights(PoseVAE(PoseVAEConfig(**sidecar["config"]["model"])), path, device)
-    if path != copy:
-        save_weights(copy, vae, sidecar)
-    return vae.to(device).eval(), sidecar
+    return copy_stage(run_dir, "vae", vae_run, build=lambda s: PoseVAE(PoseVAEConfig(**s["config"]["model"])),
+                      flag="--vae", device=device)
 
 
 def check_vae_fits(cfg: TrainPLDConfig, vae_sidecar: dict) -> None:
@@ -87,6 +62,9 @@ def latent_sample(objective: PLDObjective, batches, n_batches: int, device) -> t
                       for batch in itertools.islice(batches, n_batches)])
 
 
+MEASURED = ("latent_tokens", "latent_dim", "window", "speech_dim", "text_dim")   # model sizes read from the VAE/data
+
+
 def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = TrainPLDConfig(),
               vae_run: str | Path | None = None) -> Path:
     """Train (or resume) a PLD run in out_dir until cfg.loop.max_steps; returns the last checkpoint's path."""
@@ -100,8 +78,8 @@ def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = T
     stats = vae_sidecar["stats"]   # the VAE's normalisation: the latents mean what the VAE learnt
     batches = manifest_batches(manifest, cfg.data, cfg.loop)
     _, saved = last_checkpoint(out_dir)
-    if saved:
-        model_cfg = PLDConfig(**saved["config"]["model"])
+    if saved:   # the sizes measured when the run started; anything asked for now must agree (check_resume)
+        model_cfg = cfg.model.model_copy(update={k: saved["config"]["model"][k] for k in MEASURED})
     else:
         stream = batches(0)   # feature sizes from the first batch, latent statistics from it and the next ones
         first = next(stream)
@@ -114,8 +92,8 @@ def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = T
     if not saved:   # resumed runs load the latent statistics with the weights (they are buffers)
         model.set_latent_stats(latent_sample(objective, itertools.chain([first], stream), cfg.latent_stat_batches,
                                              device))
-    sidecar = {"kind": "pld", "config": {**cfg.model_dump(), "model": model_cfg.model_dump()}, "stats": stats,
-               "manifest": str(manifest), "features": feature_versions(manifest, cfg.data.speech, cfg.data.text),
+    sidecar = {**run_record("pld", cfg.model_copy(update={"model": model_cfg}), manifest), "stats": stats,
+               "features": feature_versions(manifest, cfg.data.speech, cfg.data.text),
                "vae": {"copied_from": vae_sidecar.get("copied_from"), "step": vae_sidecar.get("step")}}
     return train("pose latent diffusion", out_dir, objective, batches, cfg.loop, sidecar, device=device)
 

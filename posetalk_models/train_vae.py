@@ -9,7 +9,8 @@ from torch import nn
 
 from .config import TrainVAEConfig
 from .data import ANGLE_CHANNELS, denormalise, loader, normalise, pose_stats
-from .trainer import last_checkpoint, load_weights, manifest_batches, pick_device, require_checkpoint, train
+from .trainer import (check_resume, last_checkpoint, load_weights, manifest_batches, pick_device, require_checkpoint,
+                      run_record, train)
 from .vae import PoseVAE, PoseVAEConfig, length_mask
 
 
@@ -59,6 +60,8 @@ def train_vae(manifest: str | Path, out_dir: str | Path, cfg: TrainVAEConfig = T
               holdout: str | Path | None = None) -> Path:
     """Train (or resume) in out_dir until cfg.loop.max_steps; returns the last checkpoint's path."""
     out_dir = Path(out_dir)
+    record = run_record("vae", cfg, manifest)
+    check_resume(out_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.loop.seed)
     device = pick_device(cfg.loop.device)
@@ -70,6 +73,6 @@ def train_vae(manifest: str | Path, out_dir: str | Path, cfg: TrainVAEConfig = T
     model = PoseVAE(cfg.model).to(device)
 
     evaluate = (lambda: holdout_error(model, holdout, cfg, stats)) if holdout else None
-    sidecar = {"kind": "vae", "config": cfg.model_dump(), "stats": stats, "manifest": str(manifest)}
+    sidecar = {**record, "stats": stats}
     return train("pose VAE", out_dir, VAEObjective(model, stats), manifest_batches(manifest, cfg.data, cfg.loop),
                  cfg.loop, sidecar, evaluate=evaluate, device=device)

@@ -1,17 +1,21 @@
-"""The training loop both pose models share: AdamW with warmup, gradient clipping, mixed precision on GPU, DDP when
-launched by torchrun, safetensors checkpoints with a JSON sidecar, resume, metrics.jsonl (+ TensorBoard if present),
-a rich progress bar.
+"""The training loop every model shares: AdamW with warmup, gradient clipping, mixed precision on GPU, DDP when
+launched by torchrun, safetensors checkpoints with a JSON sidecar, resume (refused when the settings or data
+changed), metrics.jsonl (+ TensorBoard if present), a rich progress bar.
 
-A trainer hands over an *objective*: an nn.Module whose forward(batch) returns a dict with "loss", and whose
-`.model` is the part that is trained and checkpointed. Wrapping the objective (not the bare model) in DDP keeps
-DDP's gradient hooks on the forward that computes the loss.
+A trainer hands over an *objective*: an nn.Module whose forward(batch) returns a dict with "loss" (and any figures
+to log), and whose `.model` is the part that is trained and checkpointed. Wrapping the objective (not the bare
+model) in DDP keeps DDP's gradient hooks on the forward that computes the loss. Optional hooks: `set_step(step)`
+(terms that follow a schedule), and a GAN's `discriminator` with `discriminator_loss(batch, disc)`, which the loop
+trains with a second optimiser after every generator step (`_Adversary`).
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,12 +27,13 @@ from torch import nn
 from posetalk_models import __version__
 
 from .config import LoopConfig
-from .data import DataConfig, loader
+from .data import loader
 
 
 # ------------------------------------------------------------------ checkpoints
 def checkpoints(run_dir: Path) -> list[Path]:
-    return sorted(Path(run_dir).glob("step-*.safetensors"))
+    """The run's model checkpoints, oldest first (a GAN's step-N.disc.safetensors are not among them)."""
+    return sorted(p for p in Path(run_dir).glob("step-*.safetensors") if re.fullmatch(r"step-\d+\.safetensors", p.name))
 
 
 def last_checkpoint(run_dir: str | Path) -> tuple[Path | None, dict | None]:
@@ -48,6 +53,32 @@ def require_checkpoint(run_dir: str | Path, what: str) -> tuple[Path, dict]:
     return path, sidecar
 
 
+def copy_stage(run_dir: Path, name: str, from_run: str | Path | None, *, build: Callable[[dict], nn.Module],
+               flag: str = "", device="cpu") -> tuple[nn.Module, dict]:
+    """(frozen model in eval mode, sidecar) of a stage `name` a run is trained over (a PLD run's VAE, a refine run's
+    CoarseNet, ...): the run's own copy (run_dir/<name>.safetensors + .json) when it has one, else `from_run`'s own
+    copy of `name` or its last checkpoint, copied in, so a run folder is complete on its own. `build(sidecar)` makes
+    the empty model."""
+    copy = Path(run_dir) / f"{name}.safetensors"
+    if copy.exists():
+        path, sidecar = copy, json.loads(copy.with_suffix(".json").read_text())
+    elif from_run is None:
+        raise ValueError(f"{run_dir} is a new run: name the trained {name} run it builds on with {flag} RUN")
+    elif (Path(from_run) / copy.name).is_file():      # an earlier stage's own copy (an enhance run's CoarseNet)
+        path = Path(from_run) / copy.name
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+    else:
+        path, sidecar = require_checkpoint(from_run, name)
+        if sidecar.get("kind", name) != name:
+            raise ValueError(f"{from_run} is a {sidecar.get('kind')} run, not a {name} run ({flag})")
+        sidecar = {**sidecar, "copied_from": str(path)}
+    model = load_weights(build(sidecar), path, device)
+    if path != copy:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(copy, model, sidecar)
+    return model.to(device).eval().requires_grad_(False), sidecar
+
+
 def save_weights(path: Path, model: nn.Module, sidecar: dict) -> Path:
     """Weights (float32, CPU) in safetensors and the sidecar JSON; the weights appear last, by rename, so a listed
     checkpoint is always complete."""
@@ -65,15 +96,78 @@ def load_weights(model: nn.Module, path: Path, device: str | torch.device = "cpu
     return model
 
 
+def companions(path: Path) -> list[Path]:
+    """The files a checkpoint step-N.safetensors comes with: its sidecar, optimiser state and a GAN's discriminator."""
+    return [path.with_suffix(s) for s in (".json", ".opt.pt", ".disc.safetensors", ".disc.json", ".disc.opt.pt")]
+
+
 def save_checkpoint(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, sidecar: dict,
-                    keep: int) -> Path:
+                    keep: int, adversary: "_Adversary | None" = None) -> Path:
     path = run_dir / f"step-{step:08d}.safetensors"
     torch.save(opt.state_dict(), path.with_suffix(".opt.pt"))
-    save_weights(path, model, {**sidecar, "step": step})
+    if adversary is not None:
+        adversary.save(path)
+    save_weights(path, model, {**sidecar, "step": step})     # last: a listed checkpoint is complete
     for old in checkpoints(run_dir)[:-keep]:
-        for p in (old, old.with_suffix(".json"), old.with_suffix(".opt.pt")):
+        for p in (old, *companions(old)):
             p.unlink(missing_ok=True)
     return path
+
+
+# ------------------------------------------------------------------ resuming
+# Loop settings that may change between the runs of one training run: how long, how often, where, how shown.
+RESUMABLE = {"loop.max_steps", "loop.num_workers", "loop.progress", "loop.log_every", "loop.ckpt_every",
+             "loop.keep_checkpoints", "loop.device", "loop.tensorboard"}
+
+
+class ResumeMismatch(ValueError):
+    """A run folder resumed with another config or other training data than it was started with."""
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_differences(saved: dict, now: dict) -> list[str]:
+    """'key: was A, now B' for every config value (outside RESUMABLE) and training input that differs between a
+    run's last checkpoint sidecar and the sidecar this run would write."""
+    # through JSON, as the saved sidecar went: a tuple in the config is a list on disk
+    before, after = _flat(saved.get("config", {})), _flat(json.loads(json.dumps(now.get("config", {}))))
+    diffs = [f"{k}: was {before.get(k)!r}, now {after.get(k)!r}" for k in sorted(before.keys() | after.keys())
+             if k not in RESUMABLE and before.get(k) != after.get(k)]
+    for key in ("manifest_sha256", "kind"):
+        if key in saved and saved[key] != now.get(key):
+            what = f"the training manifest ({saved.get('manifest')} then, {now.get('manifest')} now)" \
+                if key == "manifest_sha256" else key
+            diffs.append(f"{what}: changed")
+    return diffs
+
+
+def run_record(kind: str, cfg, manifest: str | Path) -> dict:
+    """The part of every checkpoint sidecar that says what a run is: model kind, full config, training data."""
+    return {"kind": kind, "config": cfg.model_dump(), "manifest": str(manifest),
+            "manifest_sha256": file_sha256(manifest)}
+
+
+def check_resume(run_dir: str | Path, sidecar: dict) -> None:
+    """Refuse to continue a run with other settings or data: one line listing what differs (ResumeMismatch)."""
+    _, saved = last_checkpoint(run_dir)
+    if saved is None:
+        return
+    diffs = resume_differences(saved, sidecar)
+    if diffs:
+        raise ResumeMismatch(f"{run_dir} is a run started with other settings; resuming it would mix them "
+                             f"({'; '.join(diffs)}). Use a new --out, or the run's own settings and manifest.")
 
 
 # ------------------------------------------------------------------ devices, precision, processes
@@ -146,6 +240,43 @@ class _Log:
             self.tb.close()
 
 
+class _Adversary:
+    """A GAN objective's second optimiser. The objective holds the discriminator (`objective.discriminator`) and
+    says how it learns (`objective.discriminator_loss(batch, disc)`, from what its last forward made); the loop
+    trains it after every generator step, with the discriminator's weights frozen during the generator's step so
+    the generator's loss never trains it. Under DDP it has its own wrapper (its gradients are averaged on their own)."""
+
+    def __init__(self, objective: nn.Module, loop: LoopConfig, device: torch.device, world: int):
+        self.objective, self.disc, self.clip = objective, objective.discriminator.to(device), loop.grad_clip
+        self.params = list(self.disc.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=loop.lr, betas=(0.5, 0.999), weight_decay=0.0)
+        self.wrapped = self.disc if world == 1 else torch.nn.parallel.DistributedDataParallel(
+            self.disc, device_ids=[device.index] if device.type == "cuda" else None)
+        self.disc.requires_grad_(False)     # before the generator's DDP is built: it must not take these weights
+
+    def step(self, batch: dict, scaler: torch.amp.GradScaler, autocast) -> dict[str, torch.Tensor]:
+        self.disc.requires_grad_(True)
+        with autocast():
+            losses = self.objective.discriminator_loss(batch, self.wrapped)
+        self.opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        scaler.step(self.opt)
+        self.disc.requires_grad_(False)
+        return {f"disc_{k}": v for k, v in losses.items()}
+
+    def save(self, path: Path) -> None:
+        torch.save(self.opt.state_dict(), path.with_suffix(".disc.opt.pt"))
+        save_weights(path.with_suffix(".disc.safetensors"), self.disc, {"kind": "discriminator"})
+
+    def load(self, path: Path, device: torch.device) -> None:
+        if path.with_suffix(".disc.safetensors").is_file():   # a run that had no discriminator yet starts one
+            load_weights(self.disc, path.with_suffix(".disc.safetensors"), device)
+            self.opt.load_state_dict(torch.load(path.with_suffix(".disc.opt.pt"), map_location=device,
+                                                weights_only=True))
+
+
 def _progress(enabled: bool):
     if not enabled:
         return None
@@ -155,11 +286,13 @@ def _progress(enabled: bool):
 
 
 # ------------------------------------------------------------------ the loop
-def manifest_batches(manifest: str | Path, data: DataConfig, loop: LoopConfig) -> Callable[[int], Iterator[dict]]:
-    """`train`'s batches(step): the manifest's windows, seeded by the step so a resumed run draws fresh ones."""
+def manifest_batches(manifest: str | Path, data, loop: LoopConfig, make: Callable = loader, **kwargs
+                     ) -> Callable[[int], Iterator[dict]]:
+    """`train`'s batches(step): the manifest's items from `make` (the pose windows' `loader`, the video models'
+    `frame_loader`), seeded by the step so a resumed run draws fresh ones."""
     def batches(step: int) -> Iterator[dict]:
         seeded = data.model_copy(update={"seed": data.seed + step})
-        return iter(loader(manifest, seeded, batch_size=loop.batch_size, num_workers=loop.num_workers))
+        return iter(make(manifest, seeded, batch_size=loop.batch_size, num_workers=loop.num_workers, **kwargs))
 
     return batches
 
@@ -172,6 +305,8 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
     batches(step) gives the batch iterator for a run (re)starting at `step` (a resumed run draws fresh windows).
     evaluate() adds held-out figures to the log at every checkpoint. Returns the last checkpoint's path."""
     run_dir = Path(run_dir)
+    check_resume(run_dir, sidecar)
+    run_dir.mkdir(parents=True, exist_ok=True)
     device = device or pick_device(loop.device)
     rank, world = init_distributed(device)
     model = objective.model
@@ -179,15 +314,19 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
     opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
     step, last = 0, None
     path, saved = last_checkpoint(run_dir)
+    adversary = _Adversary(objective, loop, device, world) if getattr(objective, "discriminator", None) else None
     if path is not None:  # resume: weights and optimiser from the checkpoint, the rest from the config
         load_weights(model, path, device)
         opt.load_state_dict(torch.load(path.with_suffix(".opt.pt"), map_location=device, weights_only=True))
+        if adversary is not None:
+            adversary.load(path, device)
         step, last = saved["step"], path
     if step >= loop.max_steps:
         return last
     start = step  # the warmup continues where the run left it
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (start + s + 1) / max(loop.warmup_steps, 1)))
     dtype = autocast_dtype(device, loop.precision)
+    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)   # noqa: E731
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     wrapped = objective
     if world > 1:
@@ -216,13 +355,17 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
                     continue
                 fresh = False
                 batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                if hasattr(objective, "set_step"):      # objectives whose terms follow a schedule
+                    objective.set_step(step)
+                with autocast():
                     losses = wrapped(batch)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(losses["loss"]).backward()
                 scaler.unscale_(opt)
                 grad = torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
                 scaler.step(opt)
+                if adversary is not None:
+                    losses.update(adversary.step(batch, scaler, autocast))
                 scaler.update()
                 sched.step()
                 step += 1
@@ -230,7 +373,7 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
                     progress.update(task, completed=step, description=f"{name} loss {losses['loss'].item():.4f}")
                 at_ckpt = step % loop.ckpt_every == 0 or step == loop.max_steps
                 if chief and at_ckpt:
-                    last = save_checkpoint(run_dir, model, opt, step, sidecar, loop.keep_checkpoints)
+                    last = save_checkpoint(run_dir, model, opt, step, sidecar, loop.keep_checkpoints, adversary)
                 if chief and (at_ckpt or step % loop.log_every == 0):
                     row = {"step": step, **{k: round(float(v.detach()), 6) for k, v in losses.items()},
                            "grad_norm": round(float(grad), 4), "lr": sched.get_last_lr()[0],

@@ -134,3 +134,31 @@ def pose_runs(grid_build, tmp_path_factory) -> Path:
                                                                       "model.layers=3", "loop.lr=2e-3"]),
               vae_run=root / "vae")
     return root
+
+
+@pytest.fixture(scope="session")
+def video_build(samples, tmp_path_factory) -> Path:
+    """64 px crops of three talking clips, each cut at 70 %: train.json holds the first parts, held.json the rest
+    (held-out frames of the same people), one.json the first part of one clip. Read-only for tests."""
+    from posetalk_data.build import build
+    from posetalk_data.config import load_config
+    from posetalk_data.manifest import filter_manifest
+    from posetalk_data.media import probe
+    from posetalk_data.schema import VideoSpec
+
+    videos = samples / "videos"
+    specs = []
+    for name in ("liveportrait_d11.mp4", "liveportrait_d20.mp4", "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"):
+        cut = round(probe(videos / name).duration * 0.7, 2)
+        specs += [VideoSpec("folder", name, str(videos / name), start=0.0, end=cut),
+                  VideoSpec("folder", name, str(videos / name), start=cut)]
+    out = tmp_path_factory.mktemp("video_build") / "build"
+    build(specs, out, load_config(None, ["facetrack.crop_size=64"]), source="folder", root=videos, workers=0)
+    filter_manifest(out / "manifest.json", "start == 0", out / "train.json")
+    filter_manifest(out / "manifest.json", "start > 0", out / "held.json")
+    filter_manifest(out / "manifest.json", "video_id == 'liveportrait_d11.mp4' and start == 0", out / "one.json")
+    return out
+
+
+# tiny settings shared by the video-model tests
+TINY_VIDEO = ["loop.progress=false", "loop.num_workers=0", "loop.log_every=10", "loop.lr=1e-3"]

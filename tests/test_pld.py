@@ -17,7 +17,7 @@ from posetalk_models.generate import (FeatureMismatch, chain_translation, check_
 from posetalk_models.pld import MODES, PLDConfig, PoseLatentDiffusion
 from posetalk_models.train_pld import load_pld, train_pld
 
-from conftest import TINY_POSE  # the tiny settings of the shared `pose_runs` fixture
+from conftest import TINY_POSE, tiny_hubert  # the tiny settings of the shared `pose_runs` fixture
 
 TINY = TINY_POSE
 
@@ -60,7 +60,7 @@ def test_checkpoint_round_trips_and_resumes(runs, manifest, tmp_path):
     with torch.no_grad():
         assert torch.equal(pld.denoiser(z, t, text, audio), again.denoiser(z, t, text, audio))
     assert float(pld.latent_std.min()) > 0 and not torch.all(pld.latent_std == 1)  # latent scale was measured
-    cfg = load_train_config("pld", None, [*TINY, "loop.max_steps=50", "model.layers=3"])
+    cfg = load_train_config("pld", None, [*TINY, "loop.max_steps=50", "model.layers=3", "loop.lr=2e-3"])
     last = train_pld(manifest, run, cfg)  # resumes: no --vae needed, the run has its copy
     steps = [r["step"] for r in metrics(run)]
     assert last.name == "step-00000050.safetensors" and steps[-2:] == [45, 50] and steps.count(40) == 1
@@ -196,15 +196,26 @@ def test_posetalk_pose_generate(runs, samples, tmp_path):
     assert not (tmp_path / "x.npy").exists()
 
 
-def tiny_hubert(folder, seed: int):
-    import transformers
+@pytest.mark.parametrize("audio", ["missing.wav", "empty.wav", "notes.wav"])
+def test_posetalk_pose_generate_refuses_bad_audio_in_one_line(runs, tmp_path, audio):
+    from posetalk_models.pose_cli import app
 
-    torch.manual_seed(seed)
-    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=4,
-                                    num_conv_pos_embedding_groups=4, feat_extract_norm="layer", conv_bias=True)
-    transformers.HubertModel(cfg).save_pretrained(folder)
-    return folder
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.wav").write_text("not audio\n")
+    result = CliRunner().invoke(app, ["generate", "--run", str(runs / "pld"), "--audio", str(tmp_path / audio),
+                                      "--out", str(tmp_path / "p.npy")])
+    assert result.exit_code == 2 and result.output.startswith("error:") and "Traceback" not in result.output
+    assert not (tmp_path / "p.npy").exists()
+
+
+def test_generate_out_without_suffix_writes_the_path_it_prints(runs, samples, tmp_path):
+    from posetalk_models.pose_cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--run", str(runs / "pld"), "--audio",
+                                      str(samples / "audio" / "echomimic_echomimic_en.wav"), "--steps", "2",
+                                      "--no-plot", "--out", str(tmp_path / "g" / "poses")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{tmp_path / 'g' / 'poses.npy'}:") and (tmp_path / "g" / "poses.npy").is_file()
 
 
 def tiny_clip(folder):

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from posetalk_models.data import DataConfig, epoch_split, loader, split_quota, split_shards
+from posetalk_models.data import DataConfig, loader
+from posetalk_models.stream import epoch_split, split_quota, split_shards
 
 TINY_VAE = ["loop.max_steps=4", "loop.progress=false", "loop.num_workers=0", "loop.batch_size=4",
             "loop.ckpt_every=2", "loop.log_every=1", "loop.tensorboard=false", "loop.device=cpu",
@@ -141,9 +142,10 @@ def frozen_vae(manifest: Path, run_dir: Path) -> None:
                  {"kind": "vae", "config": cfg.model_dump(), "stats": pose_stats(manifest, window=8)})
 
 
-def torchrun(script_args: list[str], log: Path, timeout: float) -> tuple[int, str]:
-    """(exit status, output) of 2 local processes (gloo on CPU) running this file; stopped after `timeout` s."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
+def torchrun(script_args: list[str], log: Path, timeout: float, script: str = __file__) -> tuple[int, str]:
+    """(exit status, output) of 2 local processes (gloo on CPU) running `script` (this file); stopped after
+    `timeout` s."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
            *script_args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with log.open("w") as sink:   # a file, not a pipe: a stray worker cannot keep the test waiting on it

@@ -115,3 +115,52 @@ def test_epoch_mode_training_runs_several_epochs(manifest, tmp_path):
     cfg = load_train_config("vae", None, ["loop.max_steps=5", "loop.progress=false", "loop.batch_size=2",
                                           "data.resample=false", "data.windows_per_clip=2", "data.shuffle_buffer=4"])
     assert train_vae(manifest, tmp_path / "run", cfg).name == "step-00000005.safetensors"
+
+
+# ---------------------------------------------------------------- hostile input (issue 10): one-line errors
+TINY_CLI = ["--max-steps", "2", "--set", "data.window=8", "--set", "model.d_model=32", "--set", "loop.batch_size=4",
+            "--set", "loop.progress=false", "--workers", "0"]
+
+
+def train_cli(*args):
+    from typer.testing import CliRunner
+
+    from posetalk_models.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def refused(result) -> bool:
+    return result.exit_code == 2 and result.output.startswith("error:") and "Traceback" not in result.output
+
+
+def test_resuming_with_other_data_or_settings_is_refused(manifest, tmp_path):
+    from posetalk_data.manifest import filter_manifest
+
+    run = tmp_path / "run"
+    assert train_cli("vae", "--manifest", manifest, "--out", run, *TINY_CLI).exit_code == 0
+    other = tmp_path / "other.json"
+    filter_manifest(manifest, "duration > 0", other)       # the same samples through another manifest file
+    result = train_cli("vae", "--manifest", other, "--out", run, *TINY_CLI, "--set", "data.window=16")
+    assert refused(result) and "data.window: was 8, now 16" in result.output and "training manifest" in result.output
+    # the same settings and data with more steps continue the run
+    more = train_cli("vae", "--manifest", manifest, "--out", run, *TINY_CLI[2:], "--max-steps", "3")
+    assert more.exit_code == 0, more.output
+    assert json.loads((run / "step-00000003.json").read_text())["config"]["data"]["window"] == 8
+
+
+@pytest.mark.parametrize("setting", ["loop.batch_size=-4", "data.window=0", "loop.lr=0"])
+def test_impossible_settings_are_refused_before_training(manifest, tmp_path, setting):
+    result = train_cli("vae", "--manifest", manifest, "--out", tmp_path / "run", *TINY_CLI, "--set", setting)
+    assert refused(result) and setting.split("=")[0] in result.output and not (tmp_path / "run").exists()
+
+
+def test_empty_or_broken_manifests_are_one_line_errors(manifest, tmp_path):
+    from posetalk_data.manifest import filter_manifest
+
+    filter_manifest(manifest, "duration < 0", tmp_path / "none.json")          # 0 samples
+    (tmp_path / "broken.json").write_text("{not json")
+    for bad in (tmp_path / "none.json", tmp_path / "broken.json", tmp_path):
+        for kind in ("vae", "pld"):
+            result = train_cli(kind, "--manifest", bad, "--out", tmp_path / f"run-{kind}", *TINY_CLI)
+            assert refused(result), (kind, bad, result.output)

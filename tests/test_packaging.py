@@ -1,0 +1,73 @@
+"""The package as users get it: no import cycles, and a wheel install (not editable) that ships its configs."""
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+
+PACKAGES = ("posetalk_data", "posetalk_models")
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module -> project modules it imports, at the top level or inside functions."""
+    files = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+             for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+    graph = {name: set() for name in files}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in files and t != name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph, cycles = module_graph(), []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in graph[node]:
+            if nxt == path[0]:
+                cycles.append(" -> ".join([*path, nxt]))
+            elif nxt not in path and nxt > path[0]:     # each cycle once, from its smallest module
+                visit(nxt, [*path, nxt])
+
+    for start in graph:
+        visit(start, [start])
+    assert not cycles, cycles
+
+
+def test_a_wheel_install_finds_its_shipped_configs(tmp_path):
+    """Built and installed without the source tree on the path, the trainers read the shipped YAMLs (not their
+    tiny defaults) and a build's pipeline YAML is found."""
+    src = tmp_path / "src"
+    for name in (*PACKAGES, "pyproject.toml", "README.md"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
+        copy(REPO / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                         if (REPO / name).is_dir() else {}))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("posetalk-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, capture_output=True)
+    probe = ("import posetalk_data, posetalk_models.cli as cli; from posetalk_data.config import shipped; "
+             "print(posetalk_data.__file__); print(shipped('folder')); "
+             "print(cli._config('vae', None, [], None, None, None).model.d_model)")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0].startswith(str(tmp_path / "site")), out     # the installed copy, not the checkout
+    assert out[1].startswith(str(tmp_path / "site")) and out[1].endswith("folder.yaml"), out
+    assert out[2] == "256", out                                # pose-vae.yaml's size, not the tiny default (64)
