@@ -72,11 +72,11 @@ def loader_frames_per_s(manifest: Path, data, batch_size: int, workers: int, bat
 def objective(stage: str, cfg, overrides: list[str], speech_dim: int, device):
     """The stage's objective as its trainer builds it, over random-init frozen stages of the same configs."""
     from posetalk_models.generator import Cascade, build_stage
-    from posetalk_models.train_video import CoarseObjective, EnhanceObjective, RefineObjective, _sized
+    from posetalk_models.train_video import CoarseObjective, EnhanceObjective, RefineObjective, with_speech
 
     def sized(kind: str):
         c = cfg if kind == stage else config(kind, overrides)
-        return build_stage(kind, {"config": {"model": _sized(c.model, cfg.data, speech_dim).model_dump()}})
+        return build_stage(kind, {"config": {"model": with_speech(c.model, cfg.data, speech_dim).model_dump()}})
 
     if stage == "coarse":
         return CoarseObjective(sized("coarse"), cfg.loss, warp_only_steps=0).to(device)

@@ -33,7 +33,7 @@ def ffmpeg_version() -> str:
     return out.split("\n", 1)[0].replace("ffmpeg version ", "").split(" Copyright")[0]
 
 
-def _safe(path: str | Path) -> str:
+def safe_path(path: str | Path) -> str:
     # A name beginning with '-' would be read by ffmpeg as an option; an absolute path never is.
     return str(Path(path).absolute())
 
@@ -75,7 +75,7 @@ def _rate(text: str | None) -> float:
 
 def _ffprobe(path: str | Path) -> dict:
     try:
-        return ffmpeg.probe(_safe(path))
+        return ffmpeg.probe(safe_path(path))
     except ffmpeg.Error as err:
         detail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
         raise MediaError(f"ffprobe cannot read it ({detail[0]})") from None
@@ -127,7 +127,7 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
     else:
         info = probe(path)
         width, height = info.width, info.height
-    args += ["-i", _safe(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    args += ["-i", safe_path(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frame_bytes = width * height * 3
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     finished = False
@@ -158,7 +158,7 @@ class VideoWriter:
         args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                 "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", "-an", "-c:v", "libx264",
                 "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-threads", "1",
-                "-bitexact", "-movflags", "+faststart", "-f", "mp4", _safe(self.path)]
+                "-bitexact", "-movflags", "+faststart", "-f", "mp4", safe_path(self.path)]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def write(self, frame: np.ndarray) -> None:
@@ -192,22 +192,30 @@ def extract_audio(path: str | Path, out_wav: str | Path, *, rate: int, start: fl
     args = ["-ss", f"{start:.6f}"]
     if duration is not None:
         args += ["-t", f"{duration:.6f}"]
-    args += ["-i", _safe(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate)]
+    args += ["-i", safe_path(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate)]
     if duration is not None:
         args += ["-af", "apad", "-t", f"{duration:.6f}"]
-    _run([*args, "-c:a", "pcm_s16le", _safe(out_wav)], "audio extraction")
+    _run([*args, "-c:a", "pcm_s16le", safe_path(out_wav)], "audio extraction")
 
 
 def read_wav(path: str | Path) -> np.ndarray:
     """Mono PCM wav written by extract_audio -> float32 samples in -1..1."""
-    raw = _run(["-i", _safe(path), "-f", "s16le", "-ac", "1", "-"], "audio read")
+    raw = _run(["-i", safe_path(path), "-f", "s16le", "-ac", "1", "-"], "audio read")
     return np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
 
 
 def encode_flac(wav: str | Path, *, start: float, duration: float) -> bytes:
     """Cut [start, start+duration) of a wav, padded with silence to exactly `duration`, as FLAC bytes."""
-    return _run(["-ss", f"{start:.6f}", "-i", _safe(wav), "-af", "apad", "-t", f"{duration:.6f}",
+    return _run(["-ss", f"{start:.6f}", "-i", safe_path(wav), "-af", "apad", "-t", f"{duration:.6f}",
                  "-c:a", "flac", "-bitexact", "-f", "flac", "-"], "FLAC encoding")
+
+
+def still_video(image: str | Path, out: str | Path, *, seconds: float, fps: int) -> Path:
+    """A still image as a constant video (even frame size, H.264 at high quality), for stages that read video."""
+    _run(["-loop", "1", "-i", safe_path(image), "-t", f"{seconds}", "-r", str(fps), "-vf",
+          "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-pix_fmt",
+          "yuv420p", safe_path(out)], "reading the image")
+    return Path(out)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -10,7 +10,7 @@ AdaIN-modulated editing U-Net over [warped, source] adds a residual for what war
 the inside of the mouth). Both heads start at zero: a fresh CoarseNet returns the source unchanged, so early
 training is stable, and the warp is trained alone for `warp_only_steps` before the editing net joins (PIRender).
 
-Sizes (config): the paper size is 256 px (base 32 channels, 4 levels, about 12 M parameters); 512 px adds a level;
+Sizes (config): the paper size is 256 px (base 32 channels, 4 levels, 8.6 M parameters); 512 px adds a level;
 `tiny` is 64 px with base 8 and trains on a CPU.
 """
 from __future__ import annotations

@@ -86,8 +86,8 @@ def audio_samples(path: str | Path) -> np.ndarray:
 
 
 def frames_of(audio: np.ndarray) -> int:
-    """Video frames (25 fps) that 16 kHz audio covers."""
-    return len(audio) * VIDEO_FPS // AUDIO_RATE
+    """Video frames (25 fps) of 16 kHz audio: round(duration x 25), halves up."""
+    return (2 * len(audio) * VIDEO_FPS + AUDIO_RATE) // (2 * AUDIO_RATE)
 
 
 def conditions(sidecar: dict, audio: np.ndarray | None, text: str | None, *, n_frames: int | None = None,

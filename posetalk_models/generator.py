@@ -62,6 +62,7 @@ def load_cascade(run_dir: str | Path, device="cpu") -> tuple[Cascade, dict]:
     for name in STAGES[:STAGES.index(kind)]:
         stages[name], _ = copy_stage(run_dir, name, None, build=lambda s, n=name: build_stage(n, s), device=device)
     cascade = Cascade(stages["coarse"], stages.get("refine"), stages.get("enhance"))
+    cascade.weight_files = [run_dir / f"{name}.safetensors" for name in STAGES[:STAGES.index(kind)]] + [Path(path)]
     return cascade.to(device).eval().requires_grad_(False), sidecar
 
 

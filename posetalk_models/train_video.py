@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from posetalk_data.reading import load_manifest
+
 from .config import TrainCoarseConfig, TrainEnhanceConfig, TrainRefineConfig, VideoLossConfig, VideoTrainConfig
 from .data import feature_versions
 from .enhancer import Enhancer, PatchDiscriminator
@@ -222,7 +224,7 @@ def holdout_figures(objective: VideoObjective, manifest: str | Path, data: Frame
 
 
 # ------------------------------------------------------------------ the trainers
-def _sized(model_cfg, data: FrameConfig, speech_dim: int):
+def with_speech(model_cfg, data: FrameConfig, speech_dim: int):
     """The model config with the motion encoder sized to the data's speech features (or without speech)."""
     motion = model_cfg.motion.model_copy(update={"speech": data.speech is not None,
                                                  "speech_dim": speech_dim or model_cfg.motion.speech_dim})
@@ -241,7 +243,8 @@ def _check_frozen(stage: str, data: FrameConfig, frozen_sidecar: dict, name: str
 def _run(stage: str, manifest, out_dir, cfg: VideoTrainConfig, objective: VideoObjective, data: FrameConfig,
          holdout, device) -> Path:
     sidecar = {**run_record(stage, cfg.model_copy(update={"data": data, "model": objective.model.cfg}), manifest),
-               "features": feature_versions(manifest, data.speech, None)}
+               "features": feature_versions(manifest, data.speech, None),
+               "pipeline": load_manifest(manifest).get("pipeline")}   # how the faces were cropped: generation does so
     evaluate = (lambda: holdout_figures(objective, holdout, data, cfg.holdout_batches, cfg.loop.batch_size,
                                         device)) if holdout else None
     return train(stage, out_dir, objective.to(device), manifest_batches(manifest, data, cfg.loop, frame_loader),
@@ -254,7 +257,7 @@ def train_coarse(manifest: str | Path, out_dir: str | Path, cfg: TrainCoarseConf
     torch.manual_seed(cfg.loop.seed)
     device = pick_device(cfg.loop.device)
     data = resolve_speech(manifest, cfg.data)
-    model = build_stage("coarse", {"config": {"model": _sized(cfg.model, data, speech_dim(manifest, data))
+    model = build_stage("coarse", {"config": {"model": with_speech(cfg.model, data, speech_dim(manifest, data))
                                               .model_dump()}})
     objective = CoarseObjective(model, cfg.loss, cfg.warp_only_steps)
     return _run("coarse", manifest, out_dir, cfg, objective, data, holdout, device)
@@ -286,7 +289,7 @@ def train_refine(manifest: str | Path, out_dir: str | Path, cfg: TrainRefineConf
     data = resolve_speech(manifest, cfg.data)
     frozen, coarse_sidecar = _frozen(out_dir, "coarse", coarse_run, "--coarse", device)
     _check_frozen("refine", data, coarse_sidecar, "CoarseNet")
-    model = build_stage("refine", {"config": {"model": _sized(cfg.model, data, speech_dim(manifest, data))
+    model = build_stage("refine", {"config": {"model": with_speech(cfg.model, data, speech_dim(manifest, data))
                                               .model_dump()}})
     objective = RefineObjective(model, frozen, cfg.loss, _expert(out_dir, sync_run, cfg, device))
     return _run("refine", manifest, out_dir, cfg, objective, data, holdout, device)

@@ -378,6 +378,8 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
                     row = {"step": step, **{k: round(float(v.detach()), 6) for k, v in losses.items()},
                            "grad_norm": round(float(grad), 4), "lr": sched.get_last_lr()[0],
                            "s_per_step": round((time.perf_counter() - t0) / (step - logged), 4)}
+                    if device.type == "cuda":
+                        row["cuda_peak_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                     if evaluate is not None and at_ckpt:
                         row.update(evaluate())
                         objective.train()

@@ -162,3 +162,20 @@ def video_build(samples, tmp_path_factory) -> Path:
 
 # tiny settings shared by the video-model tests
 TINY_VIDEO = ["loop.progress=false", "loop.num_workers=0", "loop.log_every=10", "loop.lr=1e-3"]
+
+
+@pytest.fixture(scope="session")
+def video_runs(video_build, tmp_path_factory) -> Path:
+    """A tiny CoarseNet (200 steps) on the first 70 % of three clips, then a RefineNet (200 steps) over it, both with
+    held-out figures on the last 30 %: root/coarse, root/refine. Read-only (copy a run to resume it)."""
+    from posetalk_models.config import load_train_config
+    from posetalk_models.train_video import train_coarse, train_refine
+
+    root = tmp_path_factory.mktemp("video_runs")
+    coarse = load_train_config("coarse", None, [*TINY_VIDEO, "loop.max_steps=200", "loop.ckpt_every=100",
+                                                "warp_only_steps=20"])
+    train_coarse(video_build / "train.json", root / "coarse", coarse, holdout=video_build / "held.json")
+    refine = load_train_config("refine", None, [*TINY_VIDEO, "loop.max_steps=200", "loop.ckpt_every=200"])
+    train_refine(video_build / "train.json", root / "refine", refine, coarse_run=root / "coarse",
+                 holdout=video_build / "held.json")
+    return root

@@ -16,7 +16,7 @@ from posetalk_models.config import load_train_config
 from posetalk_models.frames import TOPOLOGIES, FrameConfig, decode_frames, frame_loader, masks
 from posetalk_models.generator import load_cascade
 from posetalk_models.stream import npy
-from posetalk_models.train_video import train_coarse, train_refine
+from posetalk_models.train_video import train_coarse
 
 from conftest import TINY_VIDEO
 
@@ -36,17 +36,8 @@ def sets(*overrides: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(video_build, tmp_path_factory) -> Path:
-    """A tiny CoarseNet (200 steps) on the first 70 % of three clips, then a RefineNet (200 steps) over it, both with
-    held-out figures on the last 30 %: root/coarse, root/refine. Read-only (copy a run to resume it)."""
-    root = tmp_path_factory.mktemp("video_runs")
-    coarse = load_train_config("coarse", None, [*TINY_VIDEO, "loop.max_steps=200", "loop.ckpt_every=100",
-                                                "warp_only_steps=20"])
-    train_coarse(video_build / "train.json", root / "coarse", coarse, holdout=video_build / "held.json")
-    refine = load_train_config("refine", None, [*TINY_VIDEO, "loop.max_steps=200", "loop.ckpt_every=200"])
-    train_refine(video_build / "train.json", root / "refine", refine, coarse_run=root / "coarse",
-                 holdout=video_build / "held.json")
-    return root
+def runs(video_runs) -> Path:
+    return video_runs
 
 
 # ------------------------------------------------------------------ data

@@ -1,0 +1,299 @@
+"""posetalk-eval's harness: self-reenactment on a test manifest, any method's videos scored the same way.
+
+For every clip: the source is its first frame and the driving pose, gaze and speech are the clip's own, so the
+generated video can be compared with the real one pixel for pixel (the paper's SSIM / LPIPS need that). Rows:
+
+- real: the real frames against themselves where that is meaningful (SSIM 1, PSNR inf, zero pose error) and the
+  real footage's own identity, lip sync and pose diversity: the reference values
+- static: the first frame repeated: the floor a method has to beat
+- the model (a generator run), and every --videos folder (files named <sample key>.mp4, resized to the evaluation
+  size, cut to the clip's length)
+
+Geometry (pose, gaze, mouth, expression) comes from posetalk's own extractor run on each row's frames and on the
+real frames alike (upscaled to at least 256 px first), so extractor bias cancels. DIR/metrics.json holds every
+figure per row and per clip with the definitions; DIR/metrics.md the table; DIR/strips/<key>.png real | rows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from posetalk_data.media import read_wav
+from posetalk_data.reading import load_manifest, read_samples
+from posetalk_data.schema import VIDEO_FPS
+
+from . import video_metrics as vm
+from .extract import FaceTrack, extraction_config, face_tracks
+from .frames import crop_motion, decode_frames
+from .render import write_video
+from .stream import npy
+
+STRIP_FRAMES = 6
+
+
+@dataclass
+class Clip:
+    key: str
+    real: np.ndarray            # (T, S, S, 3) uint8
+    audio: np.ndarray           # 16 kHz float
+    motion: np.ndarray          # (T, 10) crop-space motion relative to frame 0
+    speech: np.ndarray | None   # (T, D) the manifest's speech features
+
+
+@dataclass
+class Scorers:
+    """The metrics that need models, built once; `errors` says why one is not computed."""
+    lpips: object = None
+    identity: object = None
+    syncnet: object = None
+    expert: object = None
+    expert_speech: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def clips(manifest: str | Path, size: int, speech: str | None, limit: int | None, max_frames: int | None):
+    """The test manifest's clips at the evaluation size, in key order."""
+    for i, (key, sample) in enumerate(read_samples(manifest)):
+        if limit is not None and i >= limit:
+            return
+        pose, gaze, landmarks = npy(sample["pose.npy"]), npy(sample["gaze.npy"]), npy(sample["landmarks.npy"])
+        t = len(pose) if max_frames is None else min(len(pose), max_frames)
+        real = decode_frames(sample["video.mp4"], list(range(t)), size)
+        with tempfile.NamedTemporaryFile(suffix=".flac") as f:
+            f.write(sample["audio.flac"])
+            f.flush()
+            audio = read_wav(f.name)[: round(t / VIDEO_FPS * 16000)]
+        features = npy(sample[f"{speech}.npy"]).astype(np.float32)[:t] if speech else None
+        yield Clip(key, real, audio, crop_motion(pose, gaze, landmarks, 0)[:t], features)
+
+
+def extract(frames: np.ndarray, pipeline: dict | None) -> FaceTrack | None:
+    """posetalk's extractor on frames (upscaled to >= 256 px); None when it finds no face."""
+    side = frames.shape[1]
+    if side < 256:
+        frames = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in frames])
+    with tempfile.TemporaryDirectory() as tmp:
+        video = write_video(frames, Path(tmp) / "frames.mp4", crf=12)
+        try:
+            tracks = face_tracks(video, extraction_config(pipeline, single_face=False, crop_size=256))
+        except ValueError:
+            return None
+    return tracks[0]
+
+
+def score(frames: np.ndarray, clip: Clip, real_track: FaceTrack | None, source_track: FaceTrack | None,
+          scorers: Scorers, pipeline: dict | None, *, is_real: bool = False) -> dict[str, float]:
+    """Every metric of one row's frames for one clip."""
+    out = vm.ssim_psnr(frames, clip.real)
+    if scorers.lpips is not None:
+        out["lpips"] = scorers.lpips(frames, clip.real)
+    track = real_track if is_real else extract(frames, pipeline)
+    out["face_found"] = 0.0 if track is None else len(track.frames) / len(frames)
+    if track is None:
+        return out
+    if real_track is not None:
+        out.update(vm.geometry_errors(track, real_track))
+    out["pose_diversity"] = vm.diversity(track)
+    if scorers.identity is not None and source_track is not None:
+        name = "identity_arcface" if getattr(scorers.identity, "arcface", False) else "identity_dlib"
+        out[name] = scorers.identity(source_track, track)
+    if scorers.syncnet is not None:
+        from .syncnet_v2 import lse
+
+        out.update({k: v for k, v in lse(scorers.syncnet, frames, clip.audio).items() if k != "offset"})
+    if scorers.expert is not None and clip.speech is not None:
+        out.update(vm.expert_sync(scorers.expert, track, clip.speech))
+    return out
+
+
+def strip(rows: dict[str, np.ndarray], path: Path) -> Path:
+    """A picture a person can look at: STRIP_FRAMES frames spread over the clip, one labelled row per method."""
+    t = min(len(f) for f in rows.values())
+    idx = np.linspace(0, t - 1, STRIP_FRAMES).round().astype(int)
+    lines = []
+    for name, frames in rows.items():
+        line = np.concatenate([frames[i] for i in idx], 1).copy()
+        cv2.putText(line, name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        lines.append(line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(lines, 0), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def mean_rows(per_clip: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per row, each metric's mean over the clips that have it."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for clip_rows in per_clip.values():
+        for row, figures in clip_rows.items():
+            for name, value in figures.items():
+                rows.setdefault(row, {}).setdefault(name, []).append(value)
+    return {row: {name: float(np.mean(values)) for name, values in figures.items()} for row, figures in rows.items()}
+
+
+def markdown(rows: dict[str, dict[str, float]], errors: dict[str, str], settings: dict) -> str:
+    names = [m for m in vm.DEFINITIONS if any(m in r for r in rows.values())]
+    fmt = lambda v: "inf" if v is not None and math.isinf(v) else "-" if v is None else f"{v:.4g}"  # noqa: E731
+    lines = ["# posetalk-eval", "", f"Self-reenactment on `{settings['manifest']}`: {settings['clips']} clip(s), "
+             f"{settings['size']} px. Source = each clip's first frame; driving pose, gaze and speech = the clip's "
+             "own.", "", "| row | " + " | ".join(vm.DEFINITIONS[m][0] for m in names) + " |",
+             "|---|" + "---|" * len(names)]
+    lines += [f"| {row} | " + " | ".join(fmt(figures.get(m)) for m in names) + " |" for row, figures in rows.items()]
+    lines += ["", "## Definitions", ""] + [f"- **{vm.DEFINITIONS[m][0]}**: {vm.DEFINITIONS[m][1]}" for m in names]
+    if errors:
+        lines += ["", "## Not computed", ""] + [f"- {name}: {why}" for name, why in errors.items()]
+    return "\n".join(lines) + "\n"
+
+
+def check_speech(manifest: str | Path, speech: str | None, sidecar: dict) -> None:
+    """The generator must be driven by the speech features it was trained on: the manifest's must be the same."""
+    from .generate import check_same
+
+    if speech is None:
+        return
+    recorded = sidecar["features"]["speech"]
+    versions = load_manifest(manifest).get("versions", {}).get(recorded["member"])
+    if versions is None:
+        raise ValueError(f"{manifest}: no {recorded['member']} features, which the generator was trained on "
+                         "(add them with `posetalk-data extend`)")
+    check_same("speech", recorded["versions"], json.loads(versions))
+
+
+def scorers(*, lpips_weights: str | None, syncnet_weights: str | None, sync_run: str | Path | None,
+            speech: str | None, device: str) -> Scorers:
+    """The model-backed metrics that can be built here; each one that cannot says why in `errors`."""
+    from posetalk_data.weights import WeightsMissing
+
+    out = Scorers()
+    try:
+        out.lpips = vm.LPIPS(lpips_weights, device)
+    except WeightsMissing as err:
+        out.errors["lpips"] = str(err)
+    try:
+        out.identity = vm.DlibIdentity()
+    except WeightsMissing as err:
+        out.errors["identity_dlib"] = str(err)
+    if syncnet_weights:
+        from .syncnet_v2 import load_syncnet
+
+        out.syncnet = load_syncnet(syncnet_weights, device)    # asked for by path: a missing file is an error
+    else:
+        out.errors["lse_d / lse_c"] = ("SyncNet's LSE needs its weights: download syncnet_v2.model "
+                                       "(joonson/syncnet_python) and pass --syncnet-weights")
+    if sync_run:
+        from .syncnet import SyncExpert, SyncExpertConfig
+        from .trainer import load_weights, require_checkpoint
+
+        path, sidecar = require_checkpoint(sync_run, "sync")
+        if sidecar.get("kind") != "sync":
+            raise ValueError(f"{sync_run} is a {sidecar.get('kind')} run, not a lip-sync expert (posetalk-train sync)")
+        member = sidecar["features"]["speech"]["member"]
+        if speech is None or member != f"{speech}.npy":
+            raise ValueError(f"the lip-sync expert {sync_run} reads {member}; the test manifest's speech features "
+                             f"are {speech}")
+        out.expert = load_weights(SyncExpert(SyncExpertConfig(**sidecar["config"]["model"])), path, device).eval()
+    else:
+        out.errors["ps_d / ps_c"] = "the posetalk lip-sync expert's scores need --sync RUN (posetalk-train sync)"
+    return out
+
+
+def evaluate(manifest: str | Path, out_dir: str | Path, *, generator: str | Path | None = None,
+             videos: dict[str, Path] | None = None, size: int | None = None, lpips_weights: str | None = None,
+             syncnet_weights: str | None = None, sync_run: str | Path | None = None, limit: int | None = None,
+             max_frames: int | None = None, enhance: bool = False, device: str = "cpu", progress=None) -> dict:
+    """Score the rows (real, static, the generator run, each videos folder) on the manifest's clips; writes
+    out_dir/metrics.json, metrics.md and strips/<key>.png and returns the metrics.json content."""
+    from .data import DataConfig, resolve_features
+    from .render import render, source_tensor
+
+    out_dir = Path(out_dir)
+    videos = videos or {}
+    cascade = sidecar = None
+    speech = resolve_features(manifest, DataConfig(speech="auto", text=None)).speech if generator is None else None
+    if generator is not None:
+        from .generator import load_cascade
+
+        cascade, sidecar = load_cascade(generator, device=device)
+        size = size or cascade.size
+        speech = sidecar["config"]["data"]["speech"]
+        check_speech(manifest, speech, sidecar)
+        if enhance and cascade.enhance is None:
+            raise ValueError(f"--enhance needs an enhance run; {generator} is a {sidecar['kind']} run")
+    size = size or 256
+    pipeline = load_manifest(manifest).get("pipeline")
+    found = scorers(lpips_weights=lpips_weights, syncnet_weights=syncnet_weights, sync_run=sync_run, speech=speech,
+                    device=device)
+    per_clip, notes = {}, []
+    for clip in clips(manifest, size, speech, limit, max_frames):
+        rows = {"real": clip.real, "static": np.repeat(clip.real[:1], len(clip.real), 0)}
+        if cascade is not None:
+            stage = "enhance" if enhance else "refine" if cascade.refine is not None else "coarse"
+            data = sidecar["config"]["data"]
+            rows["model"] = render(cascade, source_tensor(clip.real[0], cascade.size), clip.motion[0, :7],
+                                   clip.motion, clip.speech, windows=(data["motion_window"], data["audio_window"]),
+                                   stage=stage)
+        for name, folder in videos.items():
+            path = Path(folder) / f"{clip.key}.mp4"
+            if not path.is_file():
+                notes.append(f"{name}: no {path.name}")
+                continue
+            frames = load_video(path, size, len(clip.real))
+            if len(frames) < len(clip.real):
+                notes.append(f"{name}/{path.name}: {len(frames)} frames for {len(clip.real)}; scored on those")
+            rows[name] = frames
+        real_track = extract(clip.real, pipeline)
+        source_track = None if real_track is None else FaceTrack(
+            real_track.frames[:1], real_track.pose[:1], real_track.gaze[:1], real_track.landmarks[:1], 0.0, 0.0)
+        if real_track is None:
+            notes.append(f"{clip.key}: the extractor finds no face in the real frames; geometry not scored")
+        per_clip[clip.key] = {name: score(frames[:len(clip.real)], clip if len(frames) >= len(clip.real) else
+                                          trimmed(clip, len(frames)), real_track, source_track, found, pipeline,
+                                          is_real=name == "real")
+                              for name, frames in rows.items()}
+        strip(rows, out_dir / "strips" / f"{clip.key}.png")
+        if progress:
+            progress(clip.key)
+    if not per_clip:
+        raise ValueError(f"{manifest}: no clips to evaluate")
+    settings = {"manifest": str(manifest), "clips": len(per_clip), "size": size, "generator": str(generator or ""),
+                "videos": {k: str(v) for k, v in videos.items()}, "max_frames": max_frames, "speech": speech}
+    result = {"rows": mean_rows(per_clip), "definitions": {k: {"label": a, "definition": b}
+                                                           for k, (a, b) in vm.DEFINITIONS.items()},
+              "not_computed": found.errors, "notes": notes, "settings": settings, "per_clip": per_clip}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(finite(result), indent=1) + "\n")
+    (out_dir / "metrics.md").write_text(markdown(result["rows"], found.errors, settings))
+    return result
+
+
+def finite(value):
+    """JSON-safe: inf / nan (PSNR of identical frames) written as the strings "inf" / "nan"."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def trimmed(clip: Clip, n: int) -> Clip:
+    return Clip(clip.key, clip.real[:n], clip.audio[: round(n / VIDEO_FPS * 16000)], clip.motion[:n],
+                None if clip.speech is None else clip.speech[:n])
+
+
+def load_video(path: Path, size: int, frames: int) -> np.ndarray:
+    """Up to `frames` frames of another method's video at 25 fps, resized to size x size."""
+    from posetalk_data.media import read_frames
+
+    out = []
+    for frame in read_frames(path, fps=VIDEO_FPS, size=(size, size)):
+        out.append(frame)
+        if len(out) == frames:
+            break
+    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)

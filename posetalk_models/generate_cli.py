@@ -1,0 +1,203 @@
+"""posetalk-generate: a talking-head video from one portrait and speech, in PoseTalk's three pose modes.
+
+  posetalk-generate --image portrait.jpg --audio speech.wav --generator runs/refine --out talk.mp4     # fixed pose
+  posetalk-generate ... --pose-from reference.mp4 --out talk.mp4                                     # a video's pose
+  posetalk-generate ... --pld runs/pld --prompt "nods, then turns left" --seed 3 --out talk.mp4     # generated pose
+
+posetalk-pose generate (the same module) writes the PLD's pose+gaze sequence alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from .cli import _fail, user_errors
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
+pose_app = typer.Typer(help="posetalk-pose: head pose and gaze sequences from a trained Pose Latent Diffusion run.",
+                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                       rich_markup_mode=None)
+
+AUDIO = typer.Option(..., "--audio", help="Speech: any audio or video file ffmpeg reads; sets the length (25 fps).")
+GUIDANCE = typer.Option(2.0, "--guidance", min=0.0, help="PLD classifier-free guidance; 0 = none.")
+STEPS = typer.Option(50, "--steps", min=1, help="PLD DDIM steps.")
+OVERLAP = typer.Option(None, "--overlap", min=0, help="Frames shared by neighbouring PLD windows (default: half).")
+SEED = typer.Option(0, "--seed", help="The same seed gives the same generated pose.")
+SPEECH_WEIGHTS = typer.Option(None, "--speech-weights", help="Folder of the speech model the runs were trained with "
+                                                            "(else the HF cache).")
+TEXT_WEIGHTS = typer.Option(None, "--text-weights", help="File/folder of the PLD run's text encoder (else its "
+                                                        "package or cache).")
+DEVICE = typer.Option("cpu", "--device", help="cpu or cuda.")
+
+
+def pose_mode(text: str | None, mode: str | None) -> str:
+    mode = mode or ("both" if text else "audio")
+    if mode not in ("audio", "text", "both"):
+        _fail(f"--mode {mode}: choose audio, text or both")
+    if mode in ("text", "both") and not text:
+        _fail(f"PLD mode {mode} needs a prompt")
+    return mode
+
+
+def pld_poses(run: Path, samples: np.ndarray, n: int, text: str | None, mode: str, *, guidance: float, steps: int,
+              overlap: int | None, seed: int, speech_weights, text_weights, device: str) -> tuple[np.ndarray, dict]:
+    """((n, C) pose+gaze sequence, the PLD run's sidecar), conditions computed with the run's recorded extractors."""
+    from .generate import conditions, generate_poses
+    from .train_pld import load_pld
+
+    pld, vae, sidecar = load_pld(run, device=device)
+    speech, emb, n = conditions(sidecar, None if mode == "text" else samples, text, n_frames=n,
+                                speech_weights=speech_weights, text_weights=text_weights)
+    if mode in ("audio", "both") and speech is None:
+        _fail("the PLD run was trained without speech features: use --mode text")
+    if mode in ("text", "both") and emb is None:
+        _fail("the PLD run was trained without text features: use --mode audio")
+    poses = generate_poses(pld, vae, sidecar["stats"], n, speech, emb, mode=mode, guidance=guidance, steps=steps,
+                           overlap=overlap, seed=seed)[0]
+    return poses, sidecar
+
+
+def speech_of(audio: Path) -> tuple[np.ndarray, int]:
+    """(16 kHz samples, frames at 25 fps = round(duration x 25)) of any file ffmpeg reads."""
+    from .generate import audio_samples, frames_of
+
+    if not audio.is_file():
+        _fail(f"--audio {audio}: no such file")
+    samples = audio_samples(audio)
+    return samples, frames_of(samples)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@app.command()
+def generate(
+    image: Path = typer.Option(..., "--image", help="The portrait (a photo or painting with one face)."),
+    audio: Path = AUDIO,
+    generator: Path = typer.Option(..., "--generator", help="A video generator run (posetalk-train coarse, refine "
+                                                            "or enhance); every stage up to it is used."),
+    pose_from: Path = typer.Option(None, "--pose-from", help="Reference mode: copy this video's head pose and gaze "
+                                                             "(relative to the portrait's; looped or cut)."),
+    pld: Path = typer.Option(None, "--pld", help="Generated mode: a PLD run (posetalk-train pld) generates the pose "
+                                                 "from the speech and --prompt."),
+    prompt: str = typer.Option(None, "--prompt", help='Generated mode: a motion prompt, e.g. "nods slowly".'),
+    mode: str = typer.Option(None, "--mode", help="The PLD's conditions: audio, text or both (default: both with "
+                                                  "--prompt, else audio)."),
+    natural_motion: float = typer.Option(0.0, "--natural-motion", min=0.0, help="Fixed mode: add slow natural "
+                                                                                 "head motion of this std (deg)."),
+    enhance: bool = typer.Option(False, "--enhance", help="Also run the portrait enhancer (needs an enhance run)."),
+    seed: int = SEED, guidance: float = GUIDANCE, steps: int = STEPS, overlap: int = OVERLAP,
+    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE,
+    out: Path = typer.Option(..., "--out", help="OUT.mp4 (H.264, 25 fps, the audio muxed in); OUT.npy (the pose "
+                                                "and gaze used, frames x 10) and OUT.json (runs, weights hashes, "
+                                                "settings) beside it."),
+) -> None:
+    """A talking-head video of the portrait saying the audio: exactly round(duration x 25) frames, lip motion from
+    the speech, head pose and gaze fixed (default), from --pose-from, or generated with --pld [--prompt]."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from . import drive
+    from .data import CHANNELS
+    from .extract import extraction_config, face_tracks, portrait
+    from .generate import run_speech_backend
+    from .generator import load_cascade
+    from .render import render, source_tensor, write_video
+
+    if pose_from and pld:
+        _fail("--pose-from and --pld are two pose modes: give one")
+    if prompt and not pld:
+        _fail("--prompt needs --pld RUN (the pose generator)")
+    if out.suffix.lower() != ".mp4":
+        _fail(f"--out {out}: the video is an .mp4 file")
+    for path, flag in ((image, "--image"), (pose_from, "--pose-from")):
+        if path is not None and not path.is_file():
+            _fail(f"{flag} {path}: no such file")
+    mode_name = "reference" if pose_from else "generated" if pld else "fixed"
+    with user_errors():
+        cascade, sidecar = load_cascade(generator, device=device)
+        stage = "enhance" if enhance else "refine" if cascade.refine is not None else "coarse"
+        if enhance and cascade.enhance is None:
+            _fail(f"--enhance needs an enhance run; {generator} is a {sidecar['kind']} run")
+        samples, n = speech_of(audio)
+        if n < 1:
+            _fail(f"--audio {audio}: shorter than one video frame (40 ms)")
+        face = portrait(image, sidecar.get("pipeline"))
+        info = {"mode": mode_name, "audio": str(audio), "image": str(image), "frames": n, "fps": 25, "seed": seed,
+                "channels": list(CHANNELS), "portrait_pose": face.angles()[0].round(3).tolist()}
+        if pose_from:
+            track = face_tracks(pose_from, extraction_config(sidecar.get("pipeline"), single_face=False))[0]
+            motion = drive.reference(face, track, n)
+            info["reference"] = {"video": str(pose_from), "frames": len(track.frames)}
+        elif pld:
+            mode = pose_mode(prompt, mode)
+            poses, pld_sidecar = pld_poses(pld, samples, n, prompt, mode, guidance=guidance, steps=steps,
+                                           overlap=overlap, seed=seed, speech_weights=speech_weights,
+                                           text_weights=text_weights, device=device)
+            motion = drive.generated(face, poses)
+            info["pld"] = {"run": str(pld), "step": pld_sidecar["step"], "mode": mode, "prompt": prompt,
+                           "guidance": guidance, "steps": steps}
+        else:
+            motion = drive.fixed(face, n, natural_deg=natural_motion, seed=seed)
+            info["natural_motion_deg"] = natural_motion
+        data = sidecar["config"]["data"]
+        speech = None
+        if data.get("speech"):
+            speech = run_speech_backend(sidecar, speech_weights).features(samples, n).astype(np.float32)
+        with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+            task = bar.add_task("frames", total=n)
+            frames = render(cascade, source_tensor(face.frames[0], cascade.size), face.angles()[0], motion, speech,
+                            windows=(data["motion_window"], data["audio_window"]), stage=stage,
+                            progress=lambda k: bar.advance(task, k))
+        write_video(frames, out, audio)
+    info["generator"] = {"run": str(generator), "kind": sidecar["kind"], "step": sidecar["step"], "stage": stage,
+                         "size": cascade.size, "sha256": {p.name: file_sha256(p) for p in cascade.weight_files}}
+    np.save(out.with_suffix(".npy"), motion)
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    typer.echo(f"{out}: {n} frames ({n / 25:.2f} s), {mode_name} pose, {stage} stage, {cascade.size} px")
+
+
+@pose_app.callback()
+def pose_main() -> None:
+    """Pose generation from speech and/or a motion prompt (the paper's audio-only, text-only and text+audio)."""
+
+
+@pose_app.command("generate")
+def pose_generate(
+    run: Path = typer.Option(..., "--run", help="PLD run folder (from `posetalk-train pld`)."),
+    audio: Path = AUDIO,
+    text: str = typer.Option(None, "--text", help='Motion prompt, e.g. "turns left, then nods".'),
+    mode: str = typer.Option(None, "--mode", help="audio, text or both (default: both with --text, else audio)."),
+    guidance: float = GUIDANCE, steps: int = STEPS, overlap: int = OVERLAP, seed: int = SEED,
+    out: Path = typer.Option(..., "--out", help="poses.npy: (frames, channels) float32 (.npy is added if missing); "
+                                                "a .json with the channel names and settings and a .png plot are "
+                                                "written beside it."),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the yaw/pitch/roll and gaze plot."),
+    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE,
+) -> None:
+    """Generate a pose+gaze sequence as long as the audio; features are computed with the run's recorded
+    extractors and a mismatch is refused."""
+    from .data import CHANNELS
+    from .generate import plot_poses
+
+    mode = pose_mode(text, mode)
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")   # what np.save would write anyway
+    with user_errors():
+        samples, n = speech_of(audio)
+        poses, sidecar = pld_poses(run, samples, n, text, mode, guidance=guidance, steps=steps, overlap=overlap,
+                                   seed=seed, speech_weights=speech_weights, text_weights=text_weights, device=device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, poses.astype(np.float32))
+    info = {"channels": list(CHANNELS[:poses.shape[1]]), "fps": 25, "frames": int(len(poses)), "mode": mode,
+            "text": text, "audio": str(audio), "guidance": guidance, "steps": steps, "seed": seed, "run": str(run),
+            "checkpoint_step": sidecar["step"],
+            "units": "degrees; dx, dy in face scales and dlog_s relative to the first frame"}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    typer.echo(f"{out}: {len(poses)} frames ({len(poses) / 25:.1f} s), mode {mode}, guidance {guidance}")
+    if plot:
+        typer.echo(plot_poses(poses, out.with_suffix(".png"), f"{mode}: {text or audio.name}"))
