@@ -55,6 +55,8 @@ class FaceTrackConfig(Section):
     min_clip_s: float = Field(1.0, gt=0)         # shorter face-continuous spans are not kept
     crop_size: int = Field(512, ge=64)
     crop_scale: float = Field(2.0, gt=0)         # crop side / detected face box side
+    min_crop_scale: float = Field(1.4, gt=0)     # where the frame is too small, the crop may tighten down to this
+    max_padded_fraction: float = Field(0.1, ge=0, le=1)   # a clip whose crops are padded more is dropped
     crop_smooth_s: float = Field(0.5, ge=0)      # Gaussian sigma of the crop centre/size track (zero phase)
     crf: int = Field(18, ge=0, le=51)
 

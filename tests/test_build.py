@@ -55,6 +55,22 @@ def test_every_sample_clip_becomes_a_sample(built, samples):
     assert not missing, f"dropped: {[f for f in failures if f['video_id'] in missing]}"
 
 
+def test_crops_of_head_and_shoulders_videos_have_no_black_bars(built, tmp_path):
+    """The sample videos are already head-and-shoulders framings: every crop fits inside the frame (no padding,
+    no flag), and the crop's border pixels are picture, not black."""
+    _, _, rows, _, shards = built
+    for row in rows:
+        if not row["video_id"].startswith("videos/"):
+            continue
+        assert row["crop_padded_fraction"] == 0 and "crop_padded" not in row["flags"], row["video_id"]
+        assert 1.4 <= row["crop_scale_effective"] <= 2.0, row["video_id"]
+        video = tmp_path / "crop.mp4"
+        video.write_bytes(shards[row["key"]]["video.mp4"])
+        frame = next(read_frames(video, fps=25)).astype(float)
+        for border in (frame[:3], frame[-3:], frame[:, :3], frame[:, -3:]):
+            assert border.mean() > 12, (row["video_id"], border.mean())
+
+
 def test_per_frame_arrays_match_video_frames_and_audio_length(built, tmp_path):
     _, _, rows, _, shards = built
     assert len(shards) == len(rows)

@@ -76,3 +76,28 @@ def test_crop_hint_picks_the_hinted_face_over_the_dominant_one():
     pixels = hint_box({"box": [0, 0, 320, 360], "units": "pixels", "frame": [1600, 1200]}, 800, 600)
     assert np.allclose(pixels, [0, 0, 160, 180])
     assert pick_track([big, small], np.array([700.0, 500, 790, 590])) is big   # no overlap: the dominant one
+
+
+def test_crops_stay_inside_the_frame_when_they_can():
+    from posetalk_data.stages.facetrack import fit_crop
+
+    wanted = np.array([[100, 300, 400.0],     # past the left edge of a 1280 x 720 frame: shifted right
+                       [640, 360, 1000.0],    # taller than the frame: the largest square inside (720)
+                       [640, 360, 1400.0]])   # a face of 700 px: 1.4 faces (980) do not fit: centred and padded
+    crops, padded, scale = fit_crop(wanted, 1280, 720, crop_scale=2.0, min_scale=1.4)
+    assert crops[0].tolist() == [200, 300, 400] and padded[0] == 0 and scale[0] == 2.0
+    assert crops[1].tolist() == [640, 360, 720] and padded[1] == 0 and scale[1] == 1.44
+    assert np.allclose(crops[2], [640, 360, 980]) and np.isclose(scale[2], 1.4)
+    assert np.isclose(padded[2], 1 - 720 / 980)
+    for (cx, cy, side), pad in zip(crops, padded):      # whatever is not padding lies inside the frame
+        if pad == 0:
+            assert side / 2 <= cx <= 1280 - side / 2 and side / 2 <= cy <= 720 - side / 2
+
+
+def test_a_smooth_crop_track_stays_smooth_when_fitted():
+    from posetalk_data.stages.facetrack import fit_crop
+
+    t = np.arange(100)
+    wanted = np.column_stack([60 + 40 * np.sin(t / 10), np.full(100, 240.0), np.full(100, 300.0)])
+    crops, padded, _ = fit_crop(wanted, 640, 480, crop_scale=2.0, min_scale=1.4)
+    assert (padded == 0).all() and np.abs(np.diff(crops[:, 0])).max() <= np.abs(np.diff(wanted[:, 0])).max() + 1e-9

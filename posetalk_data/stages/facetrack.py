@@ -3,7 +3,9 @@
 Pass 1 detects faces (MediaPipe face detection, offline) on downscaled frames and links them into tracks.
 The dominant track (largest face, most often) is kept; dropouts up to `max_gap_s` are interpolated and each
 face-continuous span of at least `min_clip_s` becomes a clip. Pass 2 cuts a temporally smoothed square crop
-around that track from the full-resolution frames and encodes it as the clip's `video.mp4`.
+around that track from the full-resolution frames and encodes it as the clip's `video.mp4`. Crops stay inside the
+frame (`fit_crop`): shifted when the frame has room, shrunk to the largest square that fits when it has not, padded
+only when even that would cut the face; a clip padded beyond `max_padded_fraction` is dropped with that reason.
 """
 from __future__ import annotations
 
@@ -84,6 +86,25 @@ def crop_track(track: Track, a: int, b: int, scale: float, sigma: float) -> np.n
     crop = np.stack([cx, cy, side], 1)
     # Offline, so a centred Gaussian smooths without lag.
     return gaussian_filter1d(crop, sigma, axis=0, mode="nearest") if sigma > 0 else crop
+
+
+def fit_crop(crop: np.ndarray, width: int, height: int, crop_scale: float, min_scale: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops kept inside the frame (no black bars). (T, 3) cx, cy, side -> (crops, padded fraction of each crop's
+    pixels, effective crop scale = side / face side).
+
+    A box that reaches past the frame is shifted back inside when the frame has room; where the frame is smaller
+    than the wanted crop, the crop shrinks to the largest square inside the frame, but never below `min_scale` face
+    sides (the face stays whole). Only then is it centred on the short axis and padded."""
+    out = np.array(crop, dtype=np.float64)
+    face = out[:, 2] / crop_scale
+    out[:, 2] = np.maximum(np.minimum(out[:, 2], min(width, height)), face * min_scale)
+    for axis, extent in ((0, width), (1, height)):
+        half = out[:, 2] / 2
+        inside = np.clip(out[:, axis], half, np.maximum(extent - half, half))
+        out[:, axis] = np.where(out[:, 2] <= extent, inside, extent / 2)
+    covered = np.minimum(out[:, 2], width) * np.minimum(out[:, 2], height)
+    return out, 1.0 - covered / out[:, 2] ** 2, out[:, 2] / face
 
 
 def cut_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int) -> tuple[np.ndarray, float]:
@@ -209,16 +230,30 @@ class FaceTrackStage(Stage):
             raise ClipFailure(f"no face-continuous span of at least {cfg.min_clip_s:g} s "
                               f"(face found in {len(main.frames) / len(detections):.0%} of the checked frames)")
         clips = [self._new_clip(record, a, b, main, multi) for a, b in found]
-        self._write_crops(record, clips, found)
+        for clip in clips:
+            if clip.meta["crop_padded_fraction"] > cfg.max_padded_fraction:
+                clip.errors[self.name] = (f"the frame is too small for the face crop: "
+                                          f"{clip.meta['crop_padded_fraction']:.0%} of the crop would be padding "
+                                          f"(facetrack.max_padded_fraction {cfg.max_padded_fraction:g})")
+        live = [(c, span) for c, span in zip(clips, found) if c.ok]
+        if live:
+            self._write_crops(record, *map(list, zip(*live)))
         return clips
 
     def _new_clip(self, record: ClipRecord, a: int, b: int, track: Track, multi: float) -> ClipRecord:
+        cfg = self.cfg
         clip = copy.deepcopy(record)
         clip.start, clip.end = record.start + a / VIDEO_FPS, record.start + b / VIDEO_FPS
         clip.workdir = record.workdir / f"clip_{a:07d}"
         clip.workdir.mkdir(parents=True, exist_ok=True)
         clip.video = clip.workdir / "video.mp4"
-        clip.arrays["crop_box"] = crop_track(track, a, b, self.cfg.crop_scale, self.cfg.crop_smooth_s * VIDEO_FPS)
+        boxes, padded, scale = fit_crop(crop_track(track, a, b, cfg.crop_scale, cfg.crop_smooth_s * VIDEO_FPS),
+                                        record.probe["width"], record.probe["height"], cfg.crop_scale,
+                                        cfg.min_crop_scale)
+        clip.arrays["crop_box"] = boxes
+        clip.meta.update(crop_padded_fraction=float(padded.mean()), crop_scale_effective=float(np.median(scale)))
+        if padded.mean() > 0.01:
+            clip.flags.append("crop_padded")
         present = [f for f in track.frames if a <= f < b]
         scores = [s for f, s in zip(track.frames, track.scores) if a <= f < b]
         k = self.cfg.detect_every
@@ -232,19 +267,15 @@ class FaceTrackStage(Stage):
     def _write_crops(self, record: ClipRecord, clips: list[ClipRecord], found: list[tuple[int, int]]) -> None:
         size = self.cfg.crop_size
         writers = [VideoWriter(c.video, width=size, height=size, fps=VIDEO_FPS, crf=self.cfg.crf) for c in clips]
-        outside = [0.0] * len(clips)
         try:
             for f, frame in enumerate(video_frames(record)):
                 for i, (a, b) in enumerate(found):
                     if a <= f < b:
                         cx, cy, side = clips[i].arrays["crop_box"][f - a]
-                        crop, out = cut_square(frame, cx, cy, side, size)
-                        outside[i] = max(outside[i], out)
-                        writers[i].write(crop)
+                        writers[i].write(cut_square(frame, cx, cy, side, size)[0])
         finally:
             for w in writers:
                 w.close()
-        for clip, (a, b), w, out in zip(clips, found, writers, outside):
+        for clip, (a, b), w in zip(clips, found, writers):
             if w.frames != b - a:   # the second decode must see the same frames as the first
                 raise ClipFailure(f"decoded {w.frames} frames for span {a}-{b} on the second pass")
-            clip.meta["crop_outside_fraction"] = out

@@ -49,6 +49,8 @@ class QualityStage(Stage):
             "face_size_px": face_px,
             "crop_source_px": crop_px,
             "audio_dbfs": level,
+            "crop_padded_fraction": record.meta.get("crop_padded_fraction", 0.0),
+            "crop_scale_effective": record.meta.get("crop_scale_effective"),
             "silent": bool(level < self.cfg.silence_dbfs),
         }
         if figures["silent"]:
@@ -57,7 +59,5 @@ class QualityStage(Stage):
             record.flags.append("small_face")
         if crop_px < self.crop_size / 2:   # the crop is upsampled more than twice
             record.flags.append("low_resolution")
-        if record.meta.get("crop_outside_fraction", 0.0) > 0.1:
-            record.flags.append("crop_outside_frame")
         record.meta["quality"] = figures
         return record
