@@ -70,7 +70,8 @@ class LandmarksConfig(Section):
 
 class PoseConfig(Section):
     smooth_s: float = Field(0.2, ge=0)           # Savitzky-Golay window (centred, no lag)
-    gaze_smooth_s: float = Field(0.12, ge=0)
+    gaze_smooth_s: float = Field(0.2, ge=0)      # same for gaze; under 5 frames (0.2 s at 25 fps) it does nothing
+    eye_closed_below: float = Field(0.5, gt=0, lt=1)   # lid gap under this share of the clip's open gap: shut
 
 
 class QualityConfig(Section):

@@ -1,4 +1,4 @@
-"""Head-pose and gaze geometry: plain functions of arrays.
+"""Head-pose geometry: plain functions of arrays (gaze, built on it, is in posetalk_data.gaze).
 
 Coordinate frame used everywhere in posetalk (the "face frame"): right-handed, x to the image's right,
 y to the image's top, z towards the camera. Landmarks in image pixels (u right, v down, MediaPipe z negative
@@ -214,7 +214,7 @@ def derive_face_template(landmark_sets: list[np.ndarray], indices=RIGID_INDICES)
     return m / np.linalg.norm(np.diff(eye_centres(m), axis=0))
 
 
-# ---------------------------------------------------------------- smoothing, gaze
+# ---------------------------------------------------------------- smoothing
 def smooth_zero_phase(x: np.ndarray, fps: float, window_s: float = 0.2) -> np.ndarray:
     """Centred Savitzky-Golay (quadratic) smoothing of a (T, D) or (T,) track: no lag, peaks stay in place.
     Windows shrink to fit short tracks; NaN gaps are bridged linearly then restored. Angles are smoothed as plain
@@ -234,42 +234,3 @@ def smooth_zero_phase(x: np.ndarray, fps: float, window_s: float = 0.2) -> np.nd
         col = np.interp(t, t[good], flat[good, d])
         flat[:, d] = np.where(good, savgol_filter(col, win, 2, mode="interp"), np.nan)
     return flat.reshape(y.shape)
-
-
-EYEBALL_RADIUS = 0.16  # iris centre to the eye's centre of rotation (~10 mm) over the eye-centre distance (~63 mm)
-
-
-def gaze_from_iris(points: np.ndarray, rotation: np.ndarray, template: np.ndarray | None = None,
-                   fit: HeadPoseFit | None = None) -> np.ndarray:
-    """(T, 478, 3) face-frame landmarks + (T, 3, 3) head rotation -> (T, 4): yaw, pitch (deg) of the image-left eye,
-    then of the image-right eye, relative to the head (yaw > 0: iris towards image right; pitch > 0: up).
-
-    Eyeball model, per eye: a sphere fixed in the head whose front point (gaze straight ahead) is the eye centre
-    (corner midpoint) plus the template's iris offset -- the template being a left/right-symmetrised mean of people
-    looking at a camera; radius EYEBALL_RADIUS eye-centre distances. Only the image-plane (x, y) position of the
-    iris centre relative to the sphere's centre is used (MediaPipe's iris depth is unreliable); the visible iris
-    is on the camera side of the sphere, which fixes the depth; the gaze vector is then rotated into the head.
-    Pass `fit` (from fit_head_pose with the same template) to place the eyes by the rigid fit instead of by each
-    frame's eye corners: steadier (left/right eyes agree better on real video)."""
-    p = np.asarray(points, dtype=np.float64)
-    rot = np.asarray(rotation, dtype=np.float64)
-    tpl = load_face_template() if template is None else np.asarray(template, dtype=np.float64)
-    tpl_centres = eye_centres(tpl)
-    tpl_iod = np.linalg.norm(tpl_centres[1] - tpl_centres[0])
-    if fit is None:
-        centres = eye_centres(p)
-        iod = np.linalg.norm(centres[..., 1, :] - centres[..., 0, :], axis=-1)[..., None]
-    else:
-        centres = fit.scale[:, None, None] * tpl_centres @ np.swapaxes(fit.rotation, -1, -2) + fit.translation[:, None]
-        iod = fit.scale[:, None] * tpl_iod
-    out = []
-    for e, iris in enumerate(IRIS):
-        ball = (tpl[list(iris)].mean(0) - tpl_centres[e]) / tpl_iod - [0.0, 0.0, EYEBALL_RADIUS]  # in the head
-        ball = centres[..., e, :] + iod * (rot @ ball[:, None])[..., 0]
-        a = (p[..., list(iris), :2].mean(-2) - ball[..., :2]) / (EYEBALL_RADIUS * iod)
-        n2 = (a**2).sum(-1, keepdims=True)
-        a = a / np.sqrt(np.maximum(n2, 1.0))  # at most 90 degrees off the camera axis
-        m = np.concatenate([a, np.sqrt(np.clip(1.0 - n2, 0.0, None))], -1)  # unit gaze, camera frame
-        n = (np.swapaxes(rot, -1, -2) @ m[..., None])[..., 0]  # head frame
-        out += [np.rad2deg(np.arctan2(n[..., 0], n[..., 2])), np.rad2deg(np.arcsin(np.clip(n[..., 1], -1, 1)))]
-    return np.stack(out, -1)

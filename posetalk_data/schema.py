@@ -20,11 +20,14 @@ MEMBERS: dict[str, tuple[str, str, bool]] = {
     "video.mp4": ("square face crop, constant 25 fps, H.264, no audio", "mp4", False),
     "audio.flac": ("the clip's audio, 16 kHz mono", "flac", False),
     "pose.npy": ("yaw, pitch, roll (deg); face centre x, y and scale in source pixels", "float32[T,6]", True),
-    "gaze.npy": ("yaw, pitch (deg) of the image-left eye, then the image-right eye, eye-in-head", "float32[T,4]", True),
+    "gaze.npy": ("yaw, pitch (deg) of the image-left eye, then the image-right eye, eye-in-head; the clip's median "
+                 "left-right difference removed; frames with a shut eye filled in (meta quality.gaze_filled_spans)",
+                 "float32[T,4]", True),
     "landmarks.npy": ("dense landmarks in crop coordinates, 0..1 (z in crop widths)", "float16[T,N,3]", True),
     "text.json": ("the clip's motion prompts and where they came from (dataset captions or the pose track)",
                   "json", False),
-    "meta.json": ("source, times, fps, sizes, crop box, quality figures, flags, versions", "json", False),
+    "meta.json": ("source, times, fps, sizes, crop box, quality figures (gaze consistency, shut-eye frame spans), "
+                  "flags, versions", "json", False),
 }
 # Feature layers: one member each, named after the model that made it (e.g. mel.npy, hubert.npy, minilm.npy,
 # clip_vit-b-32.npy), so builds with different models never share a member name.

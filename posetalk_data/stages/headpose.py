@@ -1,16 +1,18 @@
 """Stages 5 and 6, head pose and gaze from the 3D face mesh (the math lives in posetalk_data.geometry).
 
 Pose: a similarity fit of the mesh's rigid points to the project's frontal face template gives yaw, pitch and
-roll, and the face centre and scale mapped back to source pixels. Gaze: the iris relative to the eye, with the
-head rotation removed. Both are smoothed with a centred filter, so without lag.
+roll, and the face centre and scale mapped back to source pixels. Gaze (posetalk_data.gaze): the iris relative to
+each eye, with the head rotation removed, the person's constant left-right offset taken out, and frames with a shut
+eye filled in and listed. Both are smoothed with a centred filter, so without lag.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..config import PoseConfig
-from ..geometry import (HeadPoseFit, fit_head_pose, gaze_from_iris, landmarks_to_face_frame, load_face_template,
-                        rotation_to_euler, smooth_zero_phase)
+from ..gaze import gaze_track, mouth_opening
+from ..geometry import (HeadPoseFit, fit_head_pose, landmarks_to_face_frame, load_face_template, rotation_to_euler,
+                        smooth_zero_phase)
 from ..schema import VIDEO_FPS, ClipRecord
 from .base import Resources, Stage
 
@@ -48,7 +50,7 @@ class HeadPoseStage(Stage):
         return ["mesh", "crop_box"]
 
     def outputs(self) -> list[str]:
-        return ["pose", "gaze"]
+        return ["pose", "gaze", "eyes_closed", "mouth_opening"]
 
     def setup(self) -> None:
         self._template = load_face_template()
@@ -59,7 +61,9 @@ class HeadPoseStage(Stage):
         if self._template is None:
             self.setup()
         digest = hashlib.sha256(np.ascontiguousarray(self._template).tobytes()).hexdigest()[:12]
-        return {"face_template": f"face_template_mediapipe478 sha256:{digest}"}
+        return {"face_template": f"face_template_mediapipe478 sha256:{digest}",
+                "gaze": "iris-in-eye v2: eyes placed by their corners and the head fit, radius from the iris size, "
+                        "rest direction as an angle, the clip's median left-right offset removed, shut eyes filled"}
 
     def process(self, record: ClipRecord) -> ClipRecord:
         if self._template is None:
@@ -67,9 +71,11 @@ class HeadPoseStage(Stage):
         points = mesh_in_face_frame(record.arrays["mesh"], self.crop_size)
         pose, fit = pose_track(points, record.arrays["crop_box"], self.crop_size, self._template,
                                self.cfg.smooth_s)
-        # eyes placed by the rigid fit rather than each frame's eye corners: the two eyes agree better
-        gaze = gaze_from_iris(points, fit.rotation, self._template, fit=fit)
+        gaze = gaze_track(points, fit, self._template, VIDEO_FPS, self.cfg.gaze_smooth_s, self.cfg.eye_closed_below)
         record.arrays["pose"] = pose.astype(np.float32)
-        record.arrays["gaze"] = smooth_zero_phase(gaze, VIDEO_FPS, self.cfg.gaze_smooth_s).astype(np.float32)
+        record.arrays["gaze"] = gaze.gaze.astype(np.float32)
+        record.arrays["eyes_closed"] = gaze.closed          # (T, 2) for the quality figures
+        record.arrays["mouth_opening"] = mouth_opening(points)
         record.meta["pose_fit_rms"] = float(np.nanmean(fit.rms))
+        record.meta["gaze_vergence_offset"] = [round(float(v), 2) for v in gaze.vergence]
         return record

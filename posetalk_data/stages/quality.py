@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import QualityConfig
+from ..gaze import consistency, spans
 from ..media import read_wav
 from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
 from .base import Resources, Stage
@@ -12,6 +13,9 @@ from .base import Resources, Stage
 def rms_dbfs(samples: np.ndarray) -> float:
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
     return 20 * np.log10(max(rms, 1e-10))
+
+
+GAZE_OFFSET_LARGE = 20.0  # deg of constant left-right yaw difference removed: worth a look (see the README)
 
 
 def spread(x: np.ndarray) -> float:
@@ -28,7 +32,7 @@ class QualityStage(Stage):
         self.crop_size = crop_size
 
     def inputs(self) -> list[str]:
-        return ["pose", "audio", "crop_box"]
+        return ["pose", "audio", "crop_box", "gaze", "eyes_closed", "mouth_opening"]
 
     def outputs(self) -> list[str]:
         return ["quality"]
@@ -59,5 +63,22 @@ class QualityStage(Stage):
             record.flags.append("small_face")
         if crop_px < self.crop_size / 2:   # the crop is upsampled more than twice
             record.flags.append("low_resolution")
+        figures.update(self.gaze_figures(record))
+        if figures["eyes_closed_fraction"] > 0.5:
+            record.flags.append("eyes_closed")
+        if abs(figures["gaze_vergence_offset"]) > GAZE_OFFSET_LARGE:
+            record.flags.append("gaze_offset_large")
         record.meta["quality"] = figures
         return record
+
+    @staticmethod
+    def gaze_figures(record: ClipRecord) -> dict:
+        """Gaze consistency (posetalk_data.gaze.consistency), the left-right yaw offset the gaze stage removed, and
+        which frames have a shut eye: their gaze.npy rows are filled in, not measured."""
+        closed = record.arrays["eyes_closed"]
+        figures = consistency(record.arrays["gaze"], closed, record.arrays["mouth_opening"],
+                              record.arrays["pose"][:, 0])
+        figures["gaze_vergence_offset"] = record.meta["gaze_vergence_offset"][0]
+        figures["eyes_closed_fraction"] = float(closed.any(1).mean())
+        figures["gaze_filled_spans"] = spans(closed.any(1))
+        return figures
