@@ -70,7 +70,7 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
     body = [
         f"<h1>posetalk build report</h1><p class=muted>{_e(manifest.get('source', '?'))} build, "
         f"{_e(manifest.get('format', ''))} schema {_e(manifest.get('schema_version', '?'))}</p>",
-        _summary(manifest, samples, len(clips)), _drops(failures), _lengths(samples), _pose(clips), _gaze(clips),
+        _summary(manifest, samples, len(clips)), _drops(failures), _lengths(samples), _pose(clips), _gaze(clips, samples),
         _flags(samples), _throughput(timings), _versions(manifest), _thumbnails(clips, thumb_keys, samples),
     ]
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>posetalk build report</title>{STYLE}"
@@ -197,12 +197,47 @@ def _pose(clips: dict) -> str:
     return _section("pose", "Head pose (per frame)", fig)
 
 
-def _gaze(clips: dict) -> str:
+def _gaze(clips: dict, samples: list[dict]) -> str:
     g = _frames(clips, "gaze", slice(0, 4))
     panels = [("gaze yaw", [("image-left eye", g[:, 0]), ("image-right eye", g[:, 2])]),
               ("gaze pitch", [("image-left eye", g[:, 1]), ("image-right eye", g[:, 3])])]
     fig = _histograms("fig-gaze", "Histograms of gaze yaw and pitch per frame, each eye", panels, "degrees")
-    return _section("gaze", "Gaze (per frame, relative to the head)", fig)
+    note = ("<p>Each eye's gaze relative to the head. Consistency: the two eyes of one face turn together, so per "
+            "frame their angles should lie on the diagonal, and per clip their yaw should correlate wherever gaze "
+            "moves more than a few degrees. The constant left-right yaw difference removed per clip is the "
+            "person's anatomy as the landmarks see it (flag gaze_offset_large above 20 degrees). Frames with a "
+            "shut eye carry filled-in gaze, listed in meta.json (quality.gaze_filled_spans).</p>")
+    return _section("gaze", "Gaze (per frame, relative to the head)", fig + note + _gaze_consistency(g, samples))
+
+
+def _gaze_consistency(g: np.ndarray, samples: list[dict]) -> str:
+    """Left against right eye per frame (yaw, pitch); per clip, left-right yaw r against how far gaze moves, and the
+    left-right offset the gaze stage removed."""
+    col = {k: np.array([np.nan if r.get(k) is None else r[k] for r in samples], dtype=np.float64)
+           for k in ("gaze_lr_yaw_r", "gaze_yaw_range", "gaze_vergence_offset", "gaze_mouth_r")}
+    axes = (fig := Figure(figsize=(17, 3.4))).subplots(1, 4, gridspec_kw={"wspace": 0.35})
+    for ax, (a, b, name) in zip(axes, ((0, 2, "yaw"), (1, 3, "pitch"))):
+        ok = np.isfinite(g[:, [a, b]]).all(1)
+        lim = max(10.0, float(np.percentile(np.abs(g[ok][:, [a, b]]), 99))) if ok.sum() > 2 else 10.0
+        if ok.sum() > 2:
+            ax.hist2d(g[ok, a], g[ok, b], bins=50, range=[[-lim, lim], [-lim, lim]], cmin=1)
+            ax.set_title(f"gaze {name} per frame (r={np.corrcoef(g[ok, a], g[ok, b])[0, 1]:.2f}, n={ok.sum()})")
+        ax.plot([-lim, lim], [-lim, lim], color="#c33", lw=1)
+        ax.set(xlabel=f"image-left eye {name} (deg)", ylabel=f"image-right eye {name} (deg)")
+    ok = np.isfinite(col["gaze_lr_yaw_r"]) & np.isfinite(col["gaze_yaw_range"])
+    axes[2].scatter(col["gaze_yaw_range"][ok], col["gaze_lr_yaw_r"][ok], s=12, color="#4a7ab5")
+    axes[2].axhline(0.8, color="#c33", lw=1)
+    axes[2].set(xlabel="gaze yaw spread, p95 - p5 (deg)", ylabel="left-right yaw r", title="per clip")
+    axes[3].hist(col["gaze_vergence_offset"][np.isfinite(col["gaze_vergence_offset"])], bins=30, color="#4a7ab5")
+    axes[3].set(xlabel="left minus right yaw removed (deg)", title="per clip: personal offset")
+    moving = col["gaze_yaw_range"] > 10
+    rows = [[name, f"{np.nanmedian(v):.2f}" if np.isfinite(v).any() else "-"] for name, v in (
+        (f"median left-right yaw r, the {moving.sum()} clips whose gaze yaw spread is over 10 deg",
+         col["gaze_lr_yaw_r"][moving]),
+        ("median |r| of gaze with mouth opening", col["gaze_mouth_r"]),
+        ("median |left-right offset removed| (deg)", np.abs(col["gaze_vergence_offset"])))]
+    return _img("fig-gaze-consistency", "Gaze consistency: left against right eye per frame and per clip",
+                _png(fig)) + _table(["", ""], rows, numeric=(1,))
 
 
 def _flags(samples: list[dict]) -> str:
