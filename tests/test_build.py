@@ -221,6 +221,16 @@ def test_demo_build_recovers_the_known_rotation(ray_session, tmp_path):
                 assert r > 0.97 and 0.55 < gain < 1.2, (meta["video_id"], name)
             else:                    # the still axes stay still
                 assert offset_free_mae(ours, ref) < 2.0, (meta["video_id"], name)
+        # each eye's yaw follows the known eye rotation; the known blinks are found on the astronaut
+        gaze, eyes = npy(sample["gaze.npy"]), np.load(root / f"{meta['video_id']}.gaze.npy")[first:first + len(pose)]
+        seen = np.isfinite(eyes).all(1)
+        for k in (0, 2):
+            r, mae = offset_free(gaze[seen, k], eyes[seen, k])
+            print(f"{meta['video_id']} gaze {'left' if k == 0 else 'right'} yaw: r={r:.3f} MAE={mae:.2f} deg")
+            assert r > 0.6, (meta["video_id"], k)
+        assert np.abs(gaze).max() < 60 and "gaze_lr_yaw_r" in meta["quality"]
+        if meta["video_id"].startswith("astronaut"):
+            assert len(meta["quality"]["gaze_filled_spans"]) >= 2, meta["quality"]["gaze_filled_spans"]
         # the motion text written from the recovered pose names the animated motion
         kinds = {a["kind"] for a in json.loads(sample["text.json"])["actions"]}
         expected = {"astronaut_yaw": "shake", "grace_nod": "nod", "astronaut_tilt": "tilt"}.get(meta["video_id"])

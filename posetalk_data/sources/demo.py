@@ -4,7 +4,8 @@ Real portraits that ship inside installed packages (scikit-image's astronaut, ma
 animated by rotating their MediaPipe FaceMesh landmarks in 3D about a head centre and warping the photo piecewise
 affinely onto the rotated landmarks; the mouth opens with a synthetic speech-like audio track. The applied rotation
 (yaw, pitch, roll in the face-frame convention of `posetalk_data.geometry`) is saved as ground truth, so the pose
-stage can be checked end to end on a fresh machine without downloads.
+stage can be checked end to end on a fresh machine without downloads. The eyes move too, with a known eye-in-head
+rotation and known blinks (posetalk_data.sources.demo_eyes), saved beside the pose as ground truth for the gaze.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from scipy.signal import lfilter
 from scipy.spatial import Delaunay
 
 from posetalk_data.geometry import euler_to_rotation, landmarks_to_face_frame
+from posetalk_data.sources.demo_eyes import EyeRenderer, blink_frames, gaze_sequence
 
 SAMPLE_RATE = 16_000
 NOSE_TIP, CHEEK_R, CHEEK_L = 1, 234, 454  # MediaPipe FaceMesh indices (subject's right/left cheek)
@@ -39,8 +41,10 @@ class DemoClip:
     name: str  # e.g. "astronaut_yaw"
     video: Path  # mp4, H.264 + AAC, constant frame rate
     pose: Path  # .npy float32 (T, 3): yaw, pitch, roll in degrees per frame, relative to the rest portrait
+    gaze: Path  # .npy float32 (T, 4): each eye's yaw, pitch (deg) in the head as gaze.npy; NaN rows = eyes shut
 
 
+GAZE_SEED = 7  # the eye motion and blinks of clip i come from default_rng([GAZE_SEED, i])
 # name, portrait, (yaw, pitch, roll) as (amplitude deg, period s); every term is a sine so frame 0 is the rest pose.
 CLIPS = [
     ("astronaut_yaw", "astronaut", [(18, 2.0), (0, 1), (0, 1)]),
@@ -148,6 +152,7 @@ class _Animator:
 
     def __init__(self, img: np.ndarray, lm: np.ndarray):
         self.img, self.lm, size = img, lm, img.shape[0]
+        self.eyes = EyeRenderer(img, lm)
         self.face_w = np.linalg.norm(lm[CHEEK_L] - lm[CHEEK_R])
         # Pivot behind the nose tip (roughly the middle of the head), at the face's centre height.
         self.centre = np.array([lm[NOSE_TIP, 0], lm[:, 1].mean(), lm[NOSE_TIP, 2] - 0.8 * self.face_w])
@@ -162,7 +167,9 @@ class _Animator:
         self.mouth_w = _mouth_weights(lm)
         self.grid = np.mgrid[0:size, 0:size][::-1].astype(np.float32)  # (2, H, W): u, v
 
-    def warp(self, rotation: np.ndarray, mouth_open: float) -> np.ndarray:
+    def warp(self, rotation: np.ndarray, mouth_open: float, gaze: np.ndarray) -> np.ndarray:
+        """One frame: the eyes turned by gaze (4,) (NaN: shut), then the head rotated with the mouth open."""
+        img = self.eyes.render(np.nan_to_num(gaze), closed=bool(np.isnan(gaze).any()))
         lm = self.lm.copy()
         lm[:, 1] -= mouth_open * 0.05 * self.face_w * self.mouth_w  # jaw drop, in the head's own frame
         moving = np.concatenate([lm, self.inner, self.lm[LOWER_INNER]])
@@ -170,11 +177,11 @@ class _Animator:
         dst = np.concatenate([moved[: self.n_moving, :2], self.fixed])
         # Triangles touching an anchor are drawn first, so the face always covers the background where they fold.
         depth = np.concatenate([moved[: self.n_face, 2], np.full(len(dst) - self.n_face, -np.inf)])
-        frame = self._piecewise_affine(dst, depth)
+        frame = self._piecewise_affine(img, dst, depth)
         gap = np.concatenate([moved[self.n_moving :, :2], dst[LOWER_INNER[::-1]]])  # lower lip: rest -> dropped
         return self._paint_mouth(frame, gap, mouth_open)
 
-    def _piecewise_affine(self, dst: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    def _piecewise_affine(self, img: np.ndarray, dst: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """Inverse-map every output pixel through the triangle covering it; triangles are rasterised far to
         near so the nearest surface wins where the rotation folds the mesh (e.g. the nose over a cheek)."""
         tris = self.tris
@@ -187,7 +194,7 @@ class _Animator:
         lin = s1[:, :, None] * inv[0].T[:, None, :] + s2[:, :, None] * inv[1].T[:, None, :]  # (K, 2, 2)
         shift = q[:, 0] - np.einsum("kij,kj->ki", lin, p[:, 0])
         coef = np.concatenate([lin.reshape(-1, 4), shift], 1).astype(np.float32)  # (K, 6): a, b, c, d, e, f
-        ids = np.full(self.img.shape[:2], -1, np.int32)
+        ids = np.full(img.shape[:2], -1, np.int32)
         order = np.argsort(depth[tris].mean(1), kind="stable")
         pts = np.round(p * 16).astype(np.int32)  # 4 bits of sub-pixel precision
         for k in order[ok[order]]:
@@ -201,8 +208,8 @@ class _Animator:
         u, v = self.grid[0, y0:y1, x0:x1], self.grid[1, y0:y1, x0:x1]
         map_u = np.where(roi >= 0, c[..., 0] * u + c[..., 1] * v + c[..., 4], u)
         map_v = np.where(roi >= 0, c[..., 2] * u + c[..., 3] * v + c[..., 5], v)
-        frame = self.img.copy()
-        frame[y0:y1, x0:x1] = cv2.remap(self.img, map_u, map_v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        frame = img.copy()
+        frame[y0:y1, x0:x1] = cv2.remap(img, map_u, map_v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return frame
 
     @staticmethod
@@ -297,31 +304,35 @@ def _encode(frames, n_frames: int, size: int, fps: int, audio: np.ndarray, out: 
 
 def make_demo_clips(out_dir: Path, *, seconds: float = 4.0, fps: int = 25, size: int = 512, seed: int = 0
                     ) -> list[DemoClip]:
-    """Write the demo clips (mp4 + ground-truth pose .npy) into `out_dir`; existing complete clips are kept.
-    `seed` varies the synthetic speech (and so the mouth); the head motion is fixed per clip."""
+    """Write the demo clips (mp4 + ground-truth pose and gaze .npy) into `out_dir`; existing complete clips are kept.
+    `seed` varies the synthetic speech (and so the mouth); the head and eye motion and the blinks are fixed per clip."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_frames = int(round(seconds * fps))
     clips = []
     for index, (name, portrait, axes) in enumerate(CLIPS):
-        clip = DemoClip(name, out_dir / f"{name}.mp4", out_dir / f"{name}.pose.npy")
+        clip = DemoClip(name, out_dir / f"{name}.mp4", out_dir / f"{name}.pose.npy", out_dir / f"{name}.gaze.npy")
         clips.append(clip)
-        if clip.video.exists() and clip.pose.exists():  # both are renamed into place only when complete
+        if clip.video.exists() and clip.gaze.exists() and clip.pose.exists():  # renamed into place when complete
             continue
         angles = rotation_sequence(axes, n_frames, fps).astype(np.float32)
+        eye_rng = np.random.default_rng([GAZE_SEED, index])
+        gaze = gaze_sequence(n_frames, fps, eye_rng).astype(np.float32)
+        gaze[blink_frames(n_frames, fps, eye_rng)] = np.nan
         audio, env = synth_speech(n_frames / fps, np.random.default_rng([seed, index]))
         mouth = frame_envelope(env, n_frames, fps)
         animator = _Animator(*_portrait(portrait, size))
         rotations = euler_to_rotation(angles.astype(np.float64))
-        frames = (animator.warp(r, m) for r, m in zip(rotations, mouth))
-        tmp_video = clip.video.with_name(f".{name}.{os.getpid()}.tmp.mp4")
-        tmp_pose = clip.pose.with_name(f".{name}.{os.getpid()}.tmp.npy")
+        frames = (animator.warp(r, m, g) for r, m, g in zip(rotations, mouth, gaze))
+        tmp = {k: clip.video.with_name(f".{name}.{os.getpid()}.tmp.{k}") for k in ("mp4", "gaze.npy", "pose.npy")}
         try:
-            _encode(frames, n_frames, size, fps, audio, tmp_video)
-            np.save(tmp_pose, angles)
-            os.replace(tmp_video, clip.video)
-            os.replace(tmp_pose, clip.pose)  # pose last: its presence marks the clip complete
+            _encode(frames, n_frames, size, fps, audio, tmp["mp4"])
+            np.save(tmp["gaze.npy"], gaze)
+            np.save(tmp["pose.npy"], angles)
+            os.replace(tmp["mp4"], clip.video)
+            os.replace(tmp["gaze.npy"], clip.gaze)
+            os.replace(tmp["pose.npy"], clip.pose)  # pose last: its presence marks the clip complete
         finally:
-            tmp_video.unlink(missing_ok=True)
-            tmp_pose.unlink(missing_ok=True)
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
     return clips
