@@ -1,115 +1,166 @@
-"""Extraction throughput against the machine's limit, measured in one run on the real sample clips.
+"""Build throughput against a sequential script and the machine's limit, as whole processes, in one run.
 
-pipeline  : frames/s of the full visual pipeline (Ray, one worker per core) over ../shared/samples/videos
-limit     : frames/s of decoding alone + the landmark model alone on the same frames, each on all cores
-            (the two unavoidable costs of the work; limit = 1 / (1/decode_fps + 1/mesh_fps))
-memory    : peak RSS of one worker (its ffmpeg children included) processing the longest clip
-The ratio pipeline / limit is printed last (target >= 0.8).
+On the clips of ../shared/samples/videos (or --input), each command timed as a whole process (start-up included),
+median of --repeat runs:
+
+limit      : decode at 25 fps + MediaPipe FaceMesh alone, one process per clip, as many at once as there are
+             cores: the work that cannot be avoided
+script     : the sequential one-file script a researcher writes: ffmpeg -> PNG files -> FaceMesh per frame,
+             clip after clip, in one process
+build      : `posetalk-data build --src folder --profile offline` (Ray, one worker per core)
+
+Then the steady state: the same clips linked again and again to at least --steady-min minutes of video, limit
+against build in frames/s (start-up no longer counts). And the peak memory of one worker on the longest clip and on
+a clip twice as long (it must not grow with clip length). Ratios last: build / script time (target <= 0.5) and
+build / limit throughput in the steady state (target >= 0.75).
 """
 from __future__ import annotations
 
-import multiprocessing as mp
+import argparse
 import os
-import resource
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "samples" / "videos"
-CROP = 256
+PYTHON = sys.executable
+
+LIMIT = """
+import sys, mediapipe as mp
+from posetalk_data.media import read_frames
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+n = 0
+for frame in read_frames(sys.argv[1], fps=25):
+    mesh.process(frame)
+    n += 1
+print(n)
+"""
+
+SCRIPT = """
+import glob, os, subprocess, sys, tempfile
+import cv2, mediapipe as mp, numpy as np
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+total = 0
+for video in sys.argv[1:]:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", video, "-vf", "fps=25",
+                        os.path.join(tmp, "%06d.png")], check=True)
+        points = []
+        for name in sorted(glob.glob(os.path.join(tmp, "*.png"))):
+            found = mesh.process(cv2.cvtColor(cv2.imread(name), cv2.COLOR_BGR2RGB)).multi_face_landmarks
+            points.append([(p.x, p.y, p.z) for p in found[0].landmark] if found else None)
+        total += len(points)
+        np.save(os.path.join(tmp, "landmarks.npy"), np.array([p for p in points if p is not None]))
+print(total)
+"""
 
 
-def cfg():
-    from posetalk_data.config import PIPELINES, load_config
-
-    return load_config(PIPELINES / "folder.yaml", [f"facetrack.crop_size={CROP}"])
-
-
-def decode_count(path: str) -> tuple[int, float]:
-    """Full-resolution decode at 25 fps, as the pipeline's passes do."""
-    from posetalk_data.media import read_frames
-
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    return sum(1 for _ in read_frames(path, fps=25)), time.perf_counter() - started
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:4])} ... failed:\n{out.stderr[-2000:]}")
+    return time.perf_counter() - started, out.stdout
 
 
-def mesh_count(path: str) -> tuple[int, float]:
-    """FaceMesh alone on the clip's face crops (decoded beforehand, so only the model is timed)."""
-    import mediapipe
-
-    from posetalk_data.media import read_frames
-
-    frames = list(read_frames(path, fps=25, size=(CROP, CROP)))
-    mesh = mediapipe.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
-    started = time.perf_counter()
-    for f in frames:
-        mesh.process(f)
-    return len(frames), time.perf_counter() - started
+def limit(paths: list[Path], cores: int) -> tuple[float, int]:
+    """Wall time and frames of decode + FaceMesh, one process per clip, `cores` at a time."""
+    started, frames, running, queue = time.perf_counter(), 0, [], list(paths)
+    while queue or running:
+        while queue and len(running) < cores:
+            running.append(subprocess.Popen([PYTHON, "-c", LIMIT, str(queue.pop(0))], stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, text=True))
+        proc = running.pop(0)
+        frames += int(proc.communicate()[0].strip().splitlines()[-1])
+    return time.perf_counter() - started, frames
 
 
-def parallel_fps(fn, paths: list[str], procs: int) -> float:
-    """frames/s of `fn` over all clips with `procs` processes busy at once (each times its own work)."""
-    with mp.get_context("spawn").Pool(procs) as pool:
-        results = pool.map(fn, paths, chunksize=1)
-    return sum(n for n, _ in results) / (sum(t for _, t in results) / procs)
+def script(paths: list[Path]) -> tuple[float, int]:
+    seconds, out = timed([PYTHON, "-c", SCRIPT, *map(str, paths)])
+    return seconds, int(out.strip().splitlines()[-1])
 
 
-def pipeline_fps(paths: list[str], workers: int) -> tuple[float, int]:
-    import ray
-
-    from posetalk_data.runner import run_videos
-    from posetalk_data.sources.folder import folder_specs
-
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    specs = [s for s in folder_specs(SAMPLES) if s.path in paths]
-    list(run_videos(specs[:workers], cfg(), workers=workers))        # warm-up: actors load their models
-    started = time.perf_counter()
-    frames = 0
-    for _, records in run_videos(specs, cfg(), workers=workers):
-        frames += sum(round((r.end - r.start) * 25) for r in records if r.ok)
-    wall = time.perf_counter() - started
-    ray.shutdown()
-    return frames / wall, frames
+def build(folder: Path, out: Path, extra: list[str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    return timed([str(Path(PYTHON).with_name("posetalk-data")), "build", "--src", "folder", "--input", str(folder),
+                  "--out", str(out), "--profile", "offline", *extra], env)[0]
 
 
-def worker_peak_mb(path: str) -> None:
-    from posetalk_data.pipeline import VideoProcessor
-    from posetalk_data.sources.folder import folder_specs
-
-    spec = next(s for s in folder_specs(SAMPLES) if s.path == path)
-    VideoProcessor(cfg())(spec)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(f"{(own + kids) / 1024:.0f}")
+def peak_mb(path: Path) -> float:
+    """Peak RSS (MB) of one in-process worker (its ffmpeg children included) building one clip."""
+    code = ("import resource, sys; from posetalk_data.config import load_config; "
+            "from posetalk_data.pipeline import VideoProcessor; from posetalk_data.schema import VideoSpec; "
+            "VideoProcessor(load_config(None))(VideoSpec('folder', 'x', sys.argv[1])); "
+            "r = resource.getrusage; print((r(resource.RUSAGE_SELF).ru_maxrss + "
+            "r(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)")
+    return float(timed([PYTHON, "-c", code, str(path)])[1].strip().splitlines()[-1])
 
 
 def main() -> None:
-    if not SAMPLES.is_dir():
-        sys.exit(f"sample clips not found at {SAMPLES}")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    cores = os.cpu_count() or 1
-    paths = sorted(str(p) for p in SAMPLES.iterdir())
-    decode = parallel_fps(decode_count, paths, cores)
-    mesh = parallel_fps(mesh_count, paths, cores)
-    limit = 1 / (1 / decode + 1 / mesh)
-    fps, frames = pipeline_fps(paths, cores)
-    longest = max(paths, key=lambda p: Path(p).stat().st_size)
-    import subprocess
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, default=SAMPLES, help="folder of clips (default: the sample videos)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per command (median)")
+    parser.add_argument("--steady-min", type=float, default=5.0, help="minutes of video for the steady state "
+                                                                      "(0: skip)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="build overrides")
+    args = parser.parse_args()
+    if not args.input.is_dir():
+        sys.exit(f"clips not found at {args.input}")
+    from posetalk_data.media import probe
 
-    peak = subprocess.run([sys.executable, __file__, "--peak", longest], capture_output=True, text=True,
-                          check=True).stdout.strip().splitlines()[-1]
-    print(f"clips: {len(paths)}  frames kept: {frames}  cores: {cores}  crop: {CROP}px")
-    print(f"decode alone        : {decode:8.1f} frames/s (all cores)")
-    print(f"landmark model alone: {mesh:8.1f} frames/s (all cores)")
-    print(f"limit (decode+model): {limit:8.1f} frames/s")
-    print(f"full pipeline       : {fps:8.1f} frames/s")
-    print(f"peak memory / worker: {peak} MB ({Path(longest).name})")
-    print(f"ratio pipeline/limit: {fps / limit:.2f}")
+    cores = os.cpu_count() or 1
+    paths = sorted(p for p in args.input.iterdir() if p.is_file())
+    seconds_of_video = sum(probe(p).duration for p in paths)
+    extra = [a for s in args.set for a in ("--set", s)]
+    work = Path(tempfile.mkdtemp(prefix="posetalk-bench-"))
+    try:
+        rows = {"limit": [], "script": [], "build": []}
+        frames = 0
+        for _ in range(args.repeat):
+            seconds, frames = limit(paths, cores)
+            rows["limit"].append(seconds)
+            rows["script"].append(script(paths)[0])
+            rows["build"].append(build(args.input, work / "out", extra))
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        print(f"clips: {len(paths)} ({seconds_of_video:.1f} s of video, {frames} frames at 25 fps); {cores} cores; "
+              f"median of {args.repeat}")
+        names = {"limit": "decode + FaceMesh alone, a process per clip", "script": "sequential script (ffmpeg -> "
+                 "PNG -> FaceMesh)", "build": "posetalk-data build --profile offline"}
+        for key, label in names.items():
+            print(f"{label:<48} {med[key]:7.1f} s   {frames / med[key]:7.1f} frames/s   "
+                  f"runs {', '.join(f'{s:.1f}' for s in rows[key])}")
+        steady = None
+        if args.steady_min > 0:
+            folder = work / "steady"
+            folder.mkdir()
+            copies = max(1, int(-(-args.steady_min * 60 // seconds_of_video)))
+            for i in range(copies):
+                for p in paths:
+                    (folder / f"{i:02d}_{p.name}").symlink_to(p.resolve())
+            long_paths = sorted(folder.iterdir())
+            lim, n = limit(long_paths, cores)
+            built = build(folder, work / "steady_out", extra)
+            steady = (n / built) / (n / lim)
+            print(f"steady state ({copies} x the clips, {n} frames): limit {n / lim:.1f} frames/s, build "
+                  f"{n / built:.1f} frames/s")
+        longest = max(paths, key=lambda p: probe(p).duration)
+        double = work / f"double{longest.suffix}"
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-stream_loop", "1", "-i", str(longest), "-c",
+                        "copy", str(double)], check=True)
+        print(f"peak memory of one worker: {peak_mb(longest):.0f} MB on {longest.name} ({probe(longest).duration:.1f}"
+              f" s), {peak_mb(double):.0f} MB on it twice as long")
+        print(f"ratio build / script time: {med['build'] / med['script']:.2f} (target <= 0.5)")
+        if steady is not None:
+            print(f"ratio build / limit throughput, steady state: {steady:.2f} (target >= 0.75)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--peak":
-        worker_peak_mb(sys.argv[2])
-    else:
-        main()
+    main()

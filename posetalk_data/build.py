@@ -18,7 +18,7 @@ from .config import PipelineConfig
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
 from .report import write_report
-from .runner import default_workers, run_videos
+from .runner import WorkerPool, default_workers
 from .schema import SCHEMA_VERSION, VIDEO_FPS, VideoSpec
 from .shards import Staging, relative_source, write_outputs
 
@@ -106,20 +106,25 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
     console.print(describe(processor.stages))
     if fresh and (out / ".staging" / "build.json").is_file():   # only a staging this tool made
         shutil.rmtree(out / ".staging")
-    versions = {**package_versions(), **processor.versions()}
-    staging = Staging(out, {"schema_version": SCHEMA_VERSION, "pipeline": cfg.model_dump(mode="json"),
-                            "versions": versions})
-    if retry_failed:
-        console.print(f"--retry-failed: {staging.forget_failed()} video(s) with failures will be processed again")
-    todo = [s for s in specs if not staging.done(s)]
-    result = BuildResult(out=out, resumed=len(specs) - len(todo), dropped=len(skipped))
-    result.reasons.update(f"source: {row['reason']}" for row in skipped)
-    if result.resumed:
-        console.print(f"resuming: {result.resumed} of {len(specs)} videos were finished by an earlier run")
     started = time.perf_counter()
-    if todo:
-        _run(todo, cfg, staging, root, result, workers=default_workers(address) if workers is None else workers,
-             address=address, console=console, started=started)
+    workers = default_workers(address) if workers is None else workers
+    pool = WorkerPool(cfg, workers=workers, address=address, videos=len(specs))   # models load from here on
+    try:
+        versions = {**package_versions(), **pool.versions()}
+        staging = Staging(out, {"schema_version": SCHEMA_VERSION, "pipeline": cfg.model_dump(mode="json"),
+                                "versions": versions})
+        if retry_failed:
+            console.print(f"--retry-failed: {staging.forget_failed()} video(s) with failures will be processed "
+                          "again")
+        todo = [s for s in specs if not staging.done(s)]
+        result = BuildResult(out=out, resumed=len(specs) - len(todo), dropped=len(skipped))
+        result.reasons.update(f"source: {row['reason']}" for row in skipped)
+        if result.resumed:
+            console.print(f"resuming: {result.resumed} of {len(specs)} videos were finished by an earlier run")
+        if todo:
+            _run(todo, pool, staging, root, result, console=console, started=started)
+    finally:
+        pool.close()
     sources = [{"video_id": s.video_id, "path": relative_source(s.path, root), "abs_path": s.path,
                 "bytes": Path(s.path).stat().st_size if Path(s.path).is_file() else None,
                 **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
@@ -138,13 +143,14 @@ def write_timings(out: Path, result: BuildResult) -> None:
     (out / "timings.json").write_text(json.dumps(timings, indent=1))
 
 
-def _run(todo: list[VideoSpec], cfg: PipelineConfig, staging: Staging, root: Path | None, result: BuildResult, *,
-         workers: int, address: str | None, console: Console, started: float) -> None:
+def _run(todo: list[VideoSpec], pool: WorkerPool, staging: Staging, root: Path | None, result: BuildResult, *,
+         console: Console, started: float) -> None:
+    nodes = pool.nodes()
+    if nodes:
+        console.print(f"{len(nodes)} workers on {len(set(nodes))} Ray node(s)")
     with _progress(console) as bar:
         task = bar.add_task("build", total=len(todo), rate="")
-        placed = lambda nodes: console.print(f"{len(nodes)} workers on {len(set(nodes))} Ray node(s)")
-        for done, (spec, video) in enumerate(run_videos(todo, cfg, workers=workers, address=address,
-                                                        on_start=placed), 1):
+        for done, (spec, video) in enumerate(pool.run(todo), 1):
             staging.put_video(spec, video.records, root)
             result.stage_seconds.update(video.seconds)
             for record in video.records:

@@ -48,7 +48,7 @@ class FaceTrackConfig(Section):
     detector: Literal["full_range", "short_range"] = "full_range"   # MediaPipe face detection model
     min_confidence: float = Field(0.5, ge=0, le=1)
     detect_max_side: int = Field(640, ge=64)     # detection runs on frames downscaled to this
-    detect_every: int = Field(3, ge=1)           # detect on every n-th frame; boxes are interpolated between
+    detect_every: int = Field(6, ge=1)           # detect on every n-th frame; boxes are interpolated between
     multi_face: Literal["dominant", "drop"] = "dominant"
     multi_face_min_fraction: float = Field(0.1, ge=0, le=1)   # another face in more frames than this counts
     max_gap_s: float = Field(0.5, ge=0)          # shorter face dropouts are interpolated
@@ -59,6 +59,8 @@ class FaceTrackConfig(Section):
     max_padded_fraction: float = Field(0.1, ge=0, le=1)   # a clip whose crops are padded more is dropped
     crop_smooth_s: float = Field(0.5, ge=0)      # Gaussian sigma of the crop centre/size track (zero phase)
     crf: int = Field(18, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "superfast"   # x264 speed
+    keyframe_s: float = Field(1.0, gt=0)         # a keyframe every second: cheap random access for the trainers
 
 
 class LandmarksConfig(Section):

@@ -152,12 +152,13 @@ class VideoWriter:
     """Encode RGB frames to H.264 at a constant frame rate, no audio."""
 
     def __init__(self, path: str | Path, *, width: int, height: int, fps: float, crf: int = 18,
-                 preset: str = "veryfast"):
+                 preset: str = "veryfast", keyframe_every: int = 250):
         self.path = Path(path)
         self.frames = 0
         args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                 "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", "-an", "-c:v", "libx264",
-                "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-threads", "1",
+                "-preset", preset, "-crf", str(crf), "-g", str(keyframe_every), "-pix_fmt", "yuv420p",
+                "-threads", "1",
                 "-bitexact", "-movflags", "+faststart", "-f", "mp4", safe_path(self.path)]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -31,8 +31,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     return [
         ProbeStage(cfg.normalise),                  # 1:1  ffprobe: streams, duration, fps, rotation
         NormaliseStage(cfg.normalise),              # 1:1  16 kHz mono audio; video is 25 fps on read
-        FaceTrackStage(crop),                       # 1:N  one clip per face-continuous span, cropped video.mp4
-        LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  478-point mesh (+ FAN 68 if chosen)
+        FaceTrackStage(crop),                       # 1:N  one clip per face-continuous span: crop video.mp4 + mesh
+        LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  the mesh checked and gap-filled (+ FAN 68 if chosen)
         HeadPoseStage(cfg.pose, crop.crop_size),    # 1:1  yaw/pitch/roll, centre, scale; gaze
         QualityStage(cfg.quality, crop.crop_size),  # 1:1  figures and flags
         speech,                                     # 1:1  speech features, T rows (mel / wav2vec 2.0 / HuBERT)

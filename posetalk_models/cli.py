@@ -82,6 +82,15 @@ def _config(kind: str, config: Path | None, overrides: list[str], max_steps, wor
         _fail(str(err))
 
 
+def _train(kind: str, train, manifest: Path, out: Path, config: Path | None, overrides: list[str], max_steps,
+           workers, device, tiny: bool, **kwargs) -> None:
+    """What every trainer command does: check the manifest, load the config, train, print the last checkpoint."""
+    _check_manifest(manifest)
+    cfg = _config(kind, config, overrides, max_steps, workers, device, tiny)
+    with user_errors():
+        typer.echo(train(manifest, out, cfg, **kwargs))
+
+
 def _check_manifest(manifest: Path) -> None:
     if not manifest.is_file():
         _fail(f"manifest not found: {manifest}" if not manifest.exists() else
@@ -96,10 +105,7 @@ def vae(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_:
     """Train the pose VAE (transformer encoder/decoder over pose+gaze windows, Huber reconstruction + KL)."""
     from .train_vae import train_vae
 
-    _check_manifest(manifest)
-    cfg = _config("vae", config, set_, max_steps, workers, device, tiny)
-    with user_errors():
-        typer.echo(train_vae(manifest, out, cfg, holdout=holdout))
+    _train("vae", train_vae, manifest, out, config, set_, max_steps, workers, device, tiny, holdout=holdout)
 
 
 @app.command()
@@ -110,10 +116,7 @@ def pld(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_:
     """Train the Pose Latent Diffusion model in a frozen VAE's latent space, conditioned on text and speech."""
     from .train_pld import train_pld
 
-    _check_manifest(manifest)
-    cfg = _config("pld", config, set_, max_steps, workers, device, tiny)
-    with user_errors():
-        typer.echo(train_pld(manifest, out, cfg, vae_run=vae_run))
+    _train("pld", train_pld, manifest, out, config, set_, max_steps, workers, device, tiny, vae_run=vae_run)
 
 
 @app.command()
@@ -125,10 +128,7 @@ def coarse(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, se
     the shipped YAML: 256 px)."""
     from .train_video import train_coarse
 
-    _check_manifest(manifest)
-    cfg = _config("coarse", config, set_, max_steps, workers, device, tiny)
-    with user_errors():
-        typer.echo(train_coarse(manifest, out, cfg, holdout=holdout))
+    _train("coarse", train_coarse, manifest, out, config, set_, max_steps, workers, device, tiny, holdout=holdout)
 
 
 @app.command()
@@ -143,10 +143,8 @@ def refine(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, se
     weighted up on the lips."""
     from .train_video import train_refine
 
-    _check_manifest(manifest)
-    cfg = _config("refine", config, set_, max_steps, workers, device, tiny)
-    with user_errors():
-        typer.echo(train_refine(manifest, out, cfg, coarse_run=coarse_run, holdout=holdout, sync_run=sync_run))
+    _train("refine", train_refine, manifest, out, config, set_, max_steps, workers, device, tiny,
+           coarse_run=coarse_run, holdout=holdout, sync_run=sync_run)
 
 
 @app.command()
@@ -160,10 +158,8 @@ def enhance(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, s
     the final frame (loss.gan > 0 adds a patch discriminator)."""
     from .train_video import train_enhance
 
-    _check_manifest(manifest)
-    cfg = _config("enhance", config, set_, max_steps, workers, device, tiny)
-    with user_errors():
-        typer.echo(train_enhance(manifest, out, cfg, refine_run=refine_run, holdout=holdout))
+    _train("enhance", train_enhance, manifest, out, config, set_, max_steps, workers, device, tiny,
+           refine_run=refine_run, holdout=holdout)
 
 
 @app.command()
@@ -175,10 +171,7 @@ def sync(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_
     frozen judgement is RefineNet's optional sync loss and the evaluator's own lip-sync score."""
     from .train_sync import train_sync
 
-    _check_manifest(manifest)
-    cfg = _config("sync", config, set_, max_steps, workers, device, tiny)
-    with user_errors():
-        typer.echo(train_sync(manifest, out, cfg, holdout=holdout))
+    _train("sync", train_sync, manifest, out, config, set_, max_steps, workers, device, tiny, holdout=holdout)
 
 
 @app.command("eval")

@@ -1,9 +1,11 @@
-"""Stage 3, face tracking and crop (1 video -> N face clips).
+"""Stage 3, face tracking, crop and face mesh (1 video -> N face clips).
 
 Pass 1 detects faces (MediaPipe face detection, offline) on downscaled frames and links them into tracks.
 The dominant track (largest face, most often) is kept; dropouts up to `max_gap_s` are interpolated and each
 face-continuous span of at least `min_clip_s` becomes a clip. Pass 2 cuts a temporally smoothed square crop
-around that track from the full-resolution frames and encodes it as the clip's `video.mp4`. Crops stay inside the
+around that track from the full-resolution frames, runs the face mesh on each crop (`landmarks.MeshTracker`: the
+crop is at hand, so no frame is decoded again for it) and encodes it as the clip's `video.mp4` (x264 `preset`, a
+keyframe every `keyframe_s`, so the trainers can seek cheaply). Crops stay inside the
 frame (`fit_crop`): shifted when the frame has room, shrunk to the largest square that fits when it has not, padded
 only when even that would cut the face; a clip padded beyond `max_padded_fraction` is dropped with that reason.
 """
@@ -20,6 +22,7 @@ from ..config import FaceTrackConfig
 from ..media import VideoWriter
 from ..schema import VIDEO_FPS, ClipRecord
 from .base import ClipFailure, Resources, Stage
+from .landmarks import MeshTracker
 from .normalise import video_frames
 
 
@@ -159,17 +162,17 @@ def detect_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 class FaceTrackStage(Stage):
     name = "facetrack"
-    resources = Resources(cpus=1)   # decode + detector, single-threaded per worker
+    resources = Resources(cpus=1)   # decode, detector and face mesh, single-threaded per worker
 
     def __init__(self, cfg: FaceTrackConfig):
         self.cfg = cfg
-        self._detector = None
+        self._detector = self._mesh = None
 
     def inputs(self) -> list[str]:
         return ["probe", "span"]
 
     def outputs(self) -> list[str]:
-        return ["video", "crop_box", "span"]
+        return ["video", "crop_box", "span", "mesh_raw"]
 
     def setup(self) -> None:
         import mediapipe as mp
@@ -177,6 +180,7 @@ class FaceTrackStage(Stage):
         self._detector = mp.solutions.face_detection.FaceDetection(
             model_selection=1 if self.cfg.detector == "full_range" else 0,
             min_detection_confidence=self.cfg.min_confidence)
+        self._mesh = MeshTracker()
 
     def versions(self) -> dict[str, str]:
         import mediapipe as mp
@@ -265,17 +269,25 @@ class FaceTrackStage(Stage):
         return clip
 
     def _write_crops(self, record: ClipRecord, clips: list[ClipRecord], found: list[tuple[int, int]]) -> None:
-        size = self.cfg.crop_size
-        writers = [VideoWriter(c.video, width=size, height=size, fps=VIDEO_FPS, crf=self.cfg.crf) for c in clips]
+        """The crop pass: each span's crops are meshed and encoded as they are cut (spans never overlap)."""
+        cfg, size = self.cfg, self.cfg.crop_size
+        writers = [VideoWriter(c.video, width=size, height=size, fps=VIDEO_FPS, crf=cfg.crf, preset=cfg.preset,
+                               keyframe_every=max(1, round(cfg.keyframe_s * VIDEO_FPS))) for c in clips]
+        meshes: list[list[np.ndarray]] = [[] for _ in clips]
         try:
             for f, frame in enumerate(video_frames(record)):
                 for i, (a, b) in enumerate(found):
                     if a <= f < b:
+                        if f == a:
+                            self._mesh.reset()       # a new clip: never carry the last one's face over
                         cx, cy, side = clips[i].arrays["crop_box"][f - a]
-                        writers[i].write(cut_square(frame, cx, cy, side, size)[0])
+                        crop = cut_square(frame, cx, cy, side, size)[0]
+                        meshes[i].append(self._mesh(crop))
+                        writers[i].write(crop)
         finally:
             for w in writers:
                 w.close()
-        for clip, (a, b), w in zip(clips, found, writers):
+        for clip, (a, b), w, mesh in zip(clips, found, writers, meshes):
             if w.frames != b - a:   # the second decode must see the same frames as the first
                 raise ClipFailure(f"decoded {w.frames} frames for span {a}-{b} on the second pass")
+            clip.arrays["mesh_raw"] = np.asarray(mesh, np.float32)

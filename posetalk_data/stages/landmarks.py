@@ -1,8 +1,10 @@
 """Stage 4, dense landmarks on the face crop.
 
 MediaPipe Face Mesh (478 points with iris, weights inside the mediapipe wheel) always runs: the pose and gaze
-stages need its 3D mesh. `landmarks.backend` picks what is stored as `landmarks.npy`: that mesh, or the 68 points
-of FAN (face-alignment's 2DFAN4), loaded from the torch hub cache or a local file.
+stages need its 3D mesh. It runs inside the facetrack stage's crop pass (`MeshTracker`, on each crop before it is
+encoded), so no frame is decoded twice for it; this stage checks how often it found the face, fills short gaps,
+and picks what is stored as `landmarks.npy`: that mesh, or the 68 points of FAN (face-alignment's 2DFAN4, on the
+encoded crops), loaded from the torch hub cache or a local file.
 """
 from __future__ import annotations
 
@@ -64,6 +66,28 @@ class FanLandmarks:
         return points.reshape(len(frames), 68, 2), scores.reshape(len(frames), 68)
 
 
+class MeshTracker:
+    """MediaPipe Face Mesh in video mode (it tracks the face from frame to frame): a crop -> (478, 3) points in
+    crop units (x, y in 0..1, z in crop widths), NaN where no face is found. `reset()` before each clip, so a face is
+    never carried over from the last one."""
+
+    def __init__(self):
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
+                                                     refine_landmarks=True, min_detection_confidence=0.5,
+                                                     min_tracking_confidence=0.5)
+
+    def reset(self) -> None:
+        self._mesh.reset()
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        result = self._mesh.process(frame).multi_face_landmarks
+        if not result:
+            return np.full((478, 3), np.nan, np.float32)
+        return np.array([(p.x, p.y, p.z) for p in result[0].landmark], np.float32)
+
+
 class LandmarksStage(Stage):
     name = "landmarks"
     resources = Resources(cpus=1)
@@ -71,11 +95,11 @@ class LandmarksStage(Stage):
     def __init__(self, cfg: LandmarksConfig, crop_scale: float):
         self.cfg = cfg
         self.crop_scale = crop_scale
-        self._mesh = None
         self._fan = None
+        self._ready = False
 
     def inputs(self) -> list[str]:
-        return ["video"]
+        return ["video", "mesh_raw"]
 
     def outputs(self) -> list[str]:
         return ["mesh", "landmarks"]
@@ -90,14 +114,10 @@ class LandmarksStage(Stage):
                 "landmarks.backend=mediapipe, which needs no download.")
 
     def setup(self) -> None:
-        import mediapipe as mp
-
         self.check()
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
-                                                     refine_landmarks=True, min_detection_confidence=0.5,
-                                                     min_tracking_confidence=0.5)
         if self.cfg.backend == "fan":
             self._fan = FanLandmarks(fan_weights_path(self.cfg), self.cfg.device)
+        self._ready = True
 
     def versions(self) -> dict[str, str]:
         import mediapipe as mp
@@ -110,28 +130,10 @@ class LandmarksStage(Stage):
         return out
 
     def process(self, record: ClipRecord) -> ClipRecord:
-        if self._mesh is None:
+        if not self._ready:
             self.setup()
-        self._mesh.reset()   # video mode tracks across frames: never carry a face over from the last clip
-        frames_seen, mesh, fan_points, fan_scores = 0, [], [], []
-        batch: list[np.ndarray] = []
-        size = None
-        for frame in read_frames(record.video, fps=VIDEO_FPS):
-            size = frame.shape[0]
-            frames_seen += 1
-            result = self._mesh.process(frame).multi_face_landmarks
-            if result:
-                mesh.append([(p.x, p.y, p.z) for p in result[0].landmark])
-            else:
-                mesh.append(np.full((478, 3), np.nan))
-            if self._fan is not None:
-                batch.append(frame)
-                if len(batch) == 16:
-                    self._run_fan(batch, size, fan_points, fan_scores)
-        if self._fan is not None and batch:
-            self._run_fan(batch, size, fan_points, fan_scores)
-        mesh = np.asarray(mesh, dtype=np.float32)
-        found = float((~np.isnan(mesh[:, 0, 0])).mean()) if frames_seen else 0.0
+        mesh = record.arrays.pop("mesh_raw")                       # (T, 478, 3), NaN where not found
+        found = float((~np.isnan(mesh[:, 0, 0])).mean()) if len(mesh) else 0.0
         if found < self.cfg.min_found_fraction:
             raise ClipFailure(f"face mesh found in only {found:.0%} of the crop's frames "
                               f"(minimum {self.cfg.min_found_fraction:.0%})")
@@ -141,11 +143,23 @@ class LandmarksStage(Stage):
             record.arrays["landmarks"] = record.arrays["mesh"]
             record.meta["landmark_confidence"] = record.meta.get("detection_score")
         else:
-            pts = np.concatenate(fan_points) / size
-            record.arrays["landmarks"] = np.concatenate([pts, np.zeros_like(pts[..., :1])], -1).astype(np.float32)
-            record.meta["landmark_confidence"] = float(np.concatenate(fan_scores).mean())
+            points, scores = self._fan_track(record.video)
+            record.arrays["landmarks"] = np.concatenate([points, np.zeros_like(points[..., :1])], -1)
+            record.meta["landmark_confidence"] = float(scores.mean())
         record.meta["landmarks_backend"] = self.cfg.backend
         return record
+
+    def _fan_track(self, video) -> tuple[np.ndarray, np.ndarray]:
+        """FAN on every frame of the encoded crop, in batches: ((T, 68, 2) points in crop units, (T, 68) scores)."""
+        points, scores, batch, size = [], [], [], None
+        for frame in read_frames(video, fps=VIDEO_FPS):
+            size = frame.shape[0]
+            batch.append(frame)
+            if len(batch) == 16:
+                self._run_fan(batch, size, points, scores)
+        if batch:
+            self._run_fan(batch, size, points, scores)
+        return (np.concatenate(points) / size).astype(np.float32), np.concatenate(scores)
 
     def _run_fan(self, batch: list[np.ndarray], size: int, points: list, scores: list) -> None:
         p, s = self._fan(batch, size / self.crop_scale)
