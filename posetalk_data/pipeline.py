@@ -21,6 +21,7 @@ from .stages.features import SpeechStage, TextStage
 from .stages.headpose import HeadPoseStage
 from .stages.landmarks import LandmarksStage
 from .stages.normalise import NormaliseStage
+from .stages.pack import PackStage
 from .stages.probe import ProbeStage
 from .stages.quality import QualityStage
 
@@ -34,11 +35,16 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         FaceTrackStage(crop),                       # 1:N  one clip per face-continuous span: crop video.mp4 + mesh
         LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  the mesh checked and gap-filled (+ FAN 68 if chosen)
         HeadPoseStage(cfg.pose, crop.crop_size),    # 1:1  yaw/pitch/roll, centre, scale; gaze
+        PackStage(),                                # 1:1  the clip's audio, crop bytes and FLAC as data
         QualityStage(cfg.quality, crop.crop_size),  # 1:1  figures and flags
+        # the model stages: in the model workers' pool when there is one (no file of the video worker needed)
         speech,                                     # 1:1  speech features, T rows (mel / wav2vec 2.0 / HuBERT)
         text,                                       # 1:1  prompts (captions or from the pose) + embeddings
         EncodeStage(crop.crop_size, speech.backend.member_name, text.encoder.member_name),  # 1:1  members as bytes
     ]
+
+
+MODEL_STAGES = ("speech", "text", "encode")
 
 
 def check_wiring(stages: list[Stage]) -> None:
@@ -73,10 +79,15 @@ class VideoResult:
 
 
 class VideoProcessor:
-    """Runs every stage on one input video; used in-process or inside a Ray actor (posetalk_data.runner)."""
+    """Runs the stages on one input video; used in-process or inside a Ray actor (posetalk_data.runner).
 
-    def __init__(self, cfg: PipelineConfig):
-        self.stages = build_stages(cfg)
+    part "all": every stage; "video": all but the model stages, whose records keep their arrays for them; "models":
+    the model stages alone, on records from a "video" processor (`finish`)."""
+
+    def __init__(self, cfg: PipelineConfig, part: str = "all"):
+        stages = build_stages(cfg)
+        self.part = part
+        self.stages = stages if part == "all" else [s for s in stages if (s.name in MODEL_STAGES) == (part == "models")]
         self._ready = False
 
     def setup(self) -> None:
@@ -85,7 +96,7 @@ class VideoProcessor:
         self._ready = True
 
     def layers(self) -> dict[str, str]:
-        """Feature-layer members this pipeline writes, with what they hold."""
+        """Feature-layer members this pipeline writes, with what they hold (part "all" or "models")."""
         speech = next(s for s in self.stages if isinstance(s, SpeechStage))
         text = next(s for s in self.stages if isinstance(s, TextStage))
         return {speech.backend.member_name: f"{SPEECH_LAYER[0]} ({speech.cfg.backend})",
@@ -102,13 +113,25 @@ class VideoProcessor:
             self.setup()
         workdir = Path(tempfile.mkdtemp(prefix="posetalk_"))
         try:
-            result = VideoResult([ClipRecord(spec=spec, workdir=workdir)])
-            for stage in self.stages:
-                started = time.perf_counter()
-                result.records = stage.process_batch(result.records)
-                result.seconds[stage.name] = time.perf_counter() - started
-            for r in result.records:   # drop what only the worker needs; members/meta travel back
-                r.arrays.clear()
+            result = self._run(VideoResult([ClipRecord(spec=spec, workdir=workdir)]))
+            for r in result.records:   # no file of this worker is needed after the pack stage
+                r.video = r.audio = None
             return result
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def finish(self, results: list[VideoResult]) -> list[VideoResult]:
+        """The model stages on clips of several videos at once (part "models")."""
+        if not self._ready:
+            self.setup()
+        return [self._run(result) for result in results]
+
+    def _run(self, result: VideoResult) -> VideoResult:
+        for stage in self.stages:
+            started = time.perf_counter()
+            result.records = stage.process_batch(result.records)
+            result.seconds[stage.name] = result.seconds.get(stage.name, 0.0) + time.perf_counter() - started
+        if self.part != "video":
+            for r in result.records:   # drop what only the workers need; members/meta travel back
+                r.arrays.clear()
+        return result

@@ -4,9 +4,9 @@ Each actor loads the models once (setup) and processes whole videos; the driver 
 videos in flight and receives finished samples as bytes, so workers need no shared output filesystem.
 `workers=0` runs everything in this process (debugging, profiling).
 
-The pool starts its actors, and has them load their models, as soon as it is made: the driver prepares the build
-(the manifest fingerprint, staging) meanwhile, and takes the model versions from a worker that has loaded them
-rather than loading every model a second time itself.
+The pool starts its actors, and has them load their models, as soon as it is made, and hands out the videos at
+once; the driver takes the speech and text models' versions from a model worker, which has loaded them anyway,
+rather than loading them a second time itself.
 """
 from __future__ import annotations
 
@@ -45,81 +45,143 @@ class RayVideoProcessor(VideoProcessor):
 
         return ray.get_runtime_context().get_node_id()
 
+    def resources(self) -> dict[str, float]:
+        """What Ray gave this worker (CPU, GPU shares)."""
+        import ray
+
+        return ray.get_runtime_context().get_assigned_resources()
+
 
 class WorkerPool:
-    """`workers` actors (at most one per video), loading their models from the start; or, with workers=0, this
-    process. `run(specs)` yields (spec, result) as videos finish; `close()` ends the actors."""
+    """`workers` video actors (at most one per video), and, with `models.pool`, `models.workers` model actors that
+    run the speech, text and encode stages on clips of several videos at once; or, with workers=0, this process.
+    Every actor loads its models from the start. `run(specs)` yields (spec, result) as videos finish; `close()` ends
+    the actors."""
 
     def __init__(self, cfg: PipelineConfig, *, workers: int, address: str | None = None,
                  videos: int | None = None):
-        self.cfg = cfg
-        self.processor = self.actors = None
+        self.cfg, self.processor, self.actors, self.model_actors, self.node_refs = cfg, None, [], [], []
         if workers == 0:
             self.processor = VideoProcessor(cfg)
             return
         self.ray = _ensure_ray(address, None)
-        need = worker_resources(VideoProcessor(cfg).stages)
-        self.actor_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
+        part = "video" if cfg.models.pool else "all"
+        need = worker_resources(VideoProcessor(cfg, part).stages)
+        self.video_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
                                                                     scheduling_strategy="SPREAD")
-        self.actors = [self._start() for _ in range(max(1, min(workers, videos or workers)))]
+        self.actors = [self._start(self.video_cls, part) for _ in range(max(1, min(workers, videos or workers)))]
+        if cfg.models.pool:
+            self.model_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=cfg.models.cpus,
+                                                                        num_gpus=cfg.models.gpus)
+            self.model_actors = [self._start(self.model_cls, "models") for _ in range(cfg.models.workers)]
 
-    def _start(self):
-        actor = self.actor_cls.remote(self.cfg)
+    def _start(self, cls, part: str):
+        actor = cls.remote(self.cfg, part)
         actor.setup.remote()            # the models load now, while the driver gets on with its part
+        if part != "models":            # asked now: an actor answers in order, after any video it was given
+            self.node_refs.append(actor.node_id.remote())
         return actor
 
     def versions(self) -> dict[str, str]:
-        """The stages' model versions, from a worker that has loaded the models (or from this process)."""
-        if self.processor is not None:
-            return self.processor.versions()
-        return self.ray.get(self.actors[0].versions.remote())
+        """The stages' versions: the video stages' from this process (no model of theirs is loaded for it), the
+        model stages' from a model worker, which has loaded the models anyway and has no video ahead of this
+        question (without a model pool, or in-process, this process loads them)."""
+        if not self.model_actors:
+            return (self.processor or VideoProcessor(self.cfg)).versions()
+        return {**VideoProcessor(self.cfg, "video").versions(), **self.ray.get(self.model_actors[0].versions.remote())}
 
     def nodes(self) -> list[str]:
-        """The Ray node id of each worker ([] in-process)."""
-        return self.ray.get([a.node_id.remote() for a in self.actors]) if self.actors else []
+        """The Ray node id of each video worker started ([] in-process; a worker already dead is left out)."""
+        out = []
+        for ref in self.node_refs:
+            try:
+                out.append(self.ray.get(ref))
+            except self.ray.exceptions.RayError:
+                pass
+        return out
 
     def run(self, specs: Iterable[VideoSpec]) -> Iterator[tuple[VideoSpec, VideoResult]]:
-        """(spec, result) for every video as workers finish them (in completion order). A worker that dies (killed,
-        OOM, segfault) is replaced and its video tried once more on the fresh one."""
-        specs = list(specs)
+        self.start(specs)
+        return self.results()
+
+    def start(self, specs: Iterable[VideoSpec]) -> None:
+        """Hand the videos to the workers now (longest first, so no worker is left with a long video while the
+        others idle at the end)."""
+        self.specs = list(specs)
         if self.processor is not None:
-            for spec in specs:
+            return
+        self.queue, self.pending, self.retried = sorted(self.specs, key=expected_work), {}, set()
+        for actor in self.actors:
+            self._submit_video(actor)
+
+    def results(self) -> Iterator[tuple[VideoSpec, VideoResult]]:
+        """(spec, result) for every started video as workers finish them (in completion order). A worker that dies
+        (killed, OOM, segfault) is replaced and its work tried once more on the fresh one."""
+        if self.processor is not None:
+            for spec in self.specs:
                 yield spec, self.processor(spec)
             return
-        # longest first, so no worker is left with a long video while the others idle at the end
-        ray, pending, queue, retried = self.ray, {}, sorted(specs, key=expected_work), set()
-
-        def submit(actor) -> None:
-            spec = queue.pop()
-            pending[actor.__call__.remote(spec)] = (actor, spec)
-
-        for actor in self.actors:
-            if queue:
-                submit(actor)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            actor, spec = pending.pop(done[0])
+        ready: list[tuple[VideoSpec, VideoResult]] = []     # video results waiting for a model worker
+        while self.pending or ready:
+            videos_left = self.queue or any(kind == "video" for kind, *_ in self.pending.values())
+            models_idle = not any(kind == "models" for kind, *_ in self.pending.values())
+            # a full batch, or whatever is ready when a model worker would otherwise wait (or nothing more comes)
+            if ready and (sum(len(r.records) for _, r in ready) >= self.cfg.models.batch_clips or models_idle
+                          or not videos_left):
+                self._submit_models(ready)
+                ready = []
+                continue
+            done, _ = self.ray.wait(list(self.pending), num_returns=1)
+            kind, actor, work = self.pending.pop(done[0])
             try:
-                result = ray.get(done[0])
-            except ray.exceptions.RayError as err:   # the worker died: replace it
-                ray.kill(actor)
-                self.actors.remove(actor)
-                actor = self._start()
-                self.actors.append(actor)
-                if id(spec) not in retried:          # once more on a fresh worker: a kill is not the video's fault
-                    retried.add(id(spec))
-                    queue.append(spec)
-                    submit(actor)
-                    continue
-                result = VideoResult([_lost(spec, err)])
-            if queue:
-                submit(actor)
-            yield spec, result
+                result = self.ray.get(done[0])
+            except self.ray.exceptions.RayError as err:
+                yield from self._replace(kind, actor, work, err)
+                continue
+            if kind == "video":
+                self._submit_video(actor)
+                if self.model_actors and any(r.ok for r in result.records):
+                    ready.append((work, result))
+                else:
+                    yield work, result
+            else:
+                yield from zip([spec for spec, _ in work], result)
+
+    def _submit_video(self, actor) -> None:
+        if self.queue:
+            spec = self.queue.pop()
+            self.pending[actor.__call__.remote(spec)] = ("video", actor, spec)
+
+    def _submit_models(self, batch: list[tuple[VideoSpec, VideoResult]]) -> None:
+        busy = [kind_actor[1] for kind_actor in self.pending.values() if kind_actor[0] == "models"]
+        actor = min(self.model_actors, key=busy.count)          # the least loaded model worker
+        self.pending[actor.finish.remote([result for _, result in batch])] = ("models", actor, batch)
+
+    def _replace(self, kind: str, actor, work, err: Exception) -> Iterator[tuple[VideoSpec, VideoResult]]:
+        """A dead worker's replacement gets its work once more; a second death is the videos' failure."""
+        actors, cls, part = ((self.actors, self.video_cls, "video" if self.model_actors else "all") if kind == "video"
+                             else (self.model_actors, self.model_cls, "models"))
+        self.ray.kill(actor)
+        actors.remove(actor)
+        fresh = self._start(cls, part)
+        actors.append(fresh)
+        specs = [work] if kind == "video" else [spec for spec, _ in work]
+        if not any(id(s) in self.retried for s in specs):
+            self.retried.update(id(s) for s in specs)
+            if kind == "video":
+                self.queue.append(work)
+                self._submit_video(fresh)
+            else:
+                self.pending[fresh.finish.remote([r for _, r in work])] = ("models", fresh, work)
+            return
+        if kind == "video":
+            self._submit_video(fresh)
+        yield from ((spec, VideoResult([_lost(spec, err)])) for spec in specs)
 
     def close(self) -> None:
-        for actor in self.actors or []:
+        for actor in self.actors + self.model_actors:
             self.ray.kill(actor)
-        self.actors = []
+        self.actors, self.model_actors = [], []
 
 
 def expected_work(spec: VideoSpec) -> float:

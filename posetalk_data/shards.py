@@ -69,24 +69,29 @@ class Staging:
     after the video's samples, so a build killed at any point redoes exactly the videos without a marker.
     """
 
-    def __init__(self, out: Path, fingerprint: dict):
+    def __init__(self, out: Path, fingerprint: dict | None = None):
         root = out / ".staging"
         self.samples_dir, self.videos_dir, self.shards_dir = root / "samples", root / "videos", root / "shards"
+        self.fingerprint_path = root / "build.json"
         for d in (self.samples_dir, self.videos_dir, self.shards_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self._check_fingerprint(root / "build.json", fingerprint)
+        if fingerprint is not None:
+            self.check_fingerprint(fingerprint)
 
-    @staticmethod
-    def _check_fingerprint(path: Path, fingerprint: dict) -> None:
-        """Staged clips are reused only by a build with the same config and versions (never mixed silently)."""
+    def check_fingerprint(self, fingerprint: dict, *, partial: bool = False) -> None:
+        """Staged clips are reused only by a build with the same config and versions (never mixed silently).
+        partial: compare only the keys given (the config, before the workers report the model versions) and write
+        nothing; the full fingerprint is written by the first build of OUT."""
+        path = self.fingerprint_path
         if path.is_file():
             before = json.loads(path.read_text())
-            if before != fingerprint:
-                differs = sorted(k for k in set(before) | set(fingerprint) if before.get(k) != fingerprint.get(k))
+            keys = set(fingerprint) if partial else set(before) | set(fingerprint)
+            differs = sorted(k for k in keys if before.get(k) != fingerprint.get(k))
+            if differs:
                 raise StagingMismatch(
                     f"{path.parent.parent} holds clips staged with a different {', '.join(differs)}; "
                     "rerun with --fresh to discard them, or choose another --out")
-        else:
+        elif not partial:
             path.write_text(json.dumps(fingerprint, sort_keys=True))
 
     def _marker(self, spec: VideoSpec) -> Path:

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from ..media import encode_flac, npy_bytes
+from ..media import npy_bytes
 from ..schema import AUDIO_RATE, MEMBERS, SCHEMA_VERSION, VIDEO_FPS, ClipRecord
 from .base import ClipFailure, Resources, Stage
 
@@ -36,14 +36,14 @@ def sample_meta(record: ClipRecord, frames: int, crop_size: int) -> dict:
 
 class EncodeStage(Stage):
     name = "encode"
-    resources = Resources(cpus=0.5)   # one FLAC encode
+    resources = Resources(cpus=0.1)   # arrays to bytes
 
     def __init__(self, crop_size: int, speech_member: str, text_member: str):
         self.crop_size = crop_size
         self.layers = {speech_member: True, text_member: False}   # member -> per frame?
 
     def inputs(self) -> list[str]:
-        return ["video", "audio", "crop_box", "pose", "gaze", "landmarks", "quality", "speech", "text",
+        return ["video_bytes", "flac", "crop_box", "pose", "gaze", "landmarks", "quality", "speech", "text",
                 "text_embedding"]
 
     def outputs(self) -> list[str]:
@@ -51,7 +51,7 @@ class EncodeStage(Stage):
 
     def process(self, record: ClipRecord) -> ClipRecord:
         frames = len(record.arrays["crop_box"])
-        members = {"video.mp4": record.video.read_bytes()}
+        members = {name: record.members[name] for name in ("video.mp4", "audio.flac")}   # packed (stages/pack.py)
         for name, dtype in PER_FRAME.items():
             array = np.asarray(record.arrays[name], dtype=dtype)
             if len(array) != frames:
@@ -65,8 +65,6 @@ class EncodeStage(Stage):
                 raise ClipFailure(f"{name} has {len(array)} rows for {frames} video frames")
             members[name] = npy_bytes(array)
         members["text.json"] = json.dumps(record.meta["text"], indent=1, sort_keys=True).encode()
-        members["audio.flac"] = encode_flac(record.audio, start=record.meta.get("audio_offset", 0.0),
-                                            duration=frames / VIDEO_FPS)
         members["meta.json"] = json.dumps(sample_meta(record, frames, self.crop_size), indent=1,
                                           sort_keys=True).encode()
         assert set(members) == set(MEMBERS) | set(self.layers), "schema and encoder disagree"   # a wiring bug

@@ -10,9 +10,8 @@ import hashlib
 import json
 
 from ..config import SpeechConfig, TextConfig
-from ..media import read_wav
 from ..motion_text import describe
-from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
+from ..schema import VIDEO_FPS, ClipRecord
 from ..speech import SpeechBackend, speech_backend
 from ..text_encoders import TextEncoder, text_encoder
 from .base import Resources, Stage
@@ -49,7 +48,7 @@ class SpeechStage(Stage):
         self.backend = make_speech_backend(cfg)   # cheap: weights load in setup()
 
     def inputs(self) -> list[str]:
-        return ["audio", "crop_box"]
+        return ["clip_audio", "crop_box"]
 
     def outputs(self) -> list[str]:
         return ["speech"]
@@ -65,9 +64,7 @@ class SpeechStage(Stage):
 
     def process(self, record: ClipRecord) -> ClipRecord:
         frames = len(record.arrays["crop_box"])
-        offset = round(record.meta.get("audio_offset", 0.0) * AUDIO_RATE)
-        audio = read_wav(record.audio)[offset: offset + frames * AUDIO_RATE // VIDEO_FPS]
-        record.arrays[self.backend.member_name] = self.backend.features(audio, frames)
+        record.arrays[self.backend.member_name] = self.backend.features(record.arrays["clip_audio"], frames)
         return record
 
 

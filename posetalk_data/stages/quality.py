@@ -5,8 +5,7 @@ import numpy as np
 
 from ..config import QualityConfig
 from ..gaze import consistency, spans
-from ..media import read_wav
-from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
+from ..schema import ClipRecord
 from .base import Resources, Stage
 
 
@@ -32,16 +31,14 @@ class QualityStage(Stage):
         self.crop_size = crop_size
 
     def inputs(self) -> list[str]:
-        return ["pose", "audio", "crop_box", "gaze", "eyes_closed", "mouth_opening"]
+        return ["pose", "clip_audio", "crop_box", "gaze", "eyes_closed", "mouth_opening"]
 
     def outputs(self) -> list[str]:
         return ["quality"]
 
     def process(self, record: ClipRecord) -> ClipRecord:
         pose = record.arrays["pose"]
-        offset = int(round(record.meta.get("audio_offset", 0.0) * AUDIO_RATE))
-        audio = read_wav(record.audio)[offset: offset + int(len(pose) * AUDIO_RATE / VIDEO_FPS)]
-        level = rms_dbfs(audio)
+        level = rms_dbfs(record.arrays["clip_audio"])
         face_px = float(np.median(pose[:, 5]))
         crop_px = float(np.median(record.arrays["crop_box"][:, 2]))
         figures = {
