@@ -233,3 +233,11 @@ def test_split_command_writes_verifiable_manifests(built, tmp_path):
     assert all(verify(tmp_path / "s" / f"{name}.json") == [] for name in ("train", "val", "test"))
     bad = run("manifest", "split", built, "--fractions", "0.8,ten", "--out", tmp_path / "t")
     assert one_line_error(bad) and "fractions" in said(bad), bad.output
+
+
+def test_merge_command_writes_a_verifiable_manifest(built, tmp_path):
+    refused = run("manifest", "merge", built, built, "--out", tmp_path / "m.json")
+    assert refused.exit_code == 2 and "duplicate" in said(refused)
+    merged = run("manifest", "merge", built, built, "--out", tmp_path / "m.json", "--on-duplicate", "first")
+    assert merged.exit_code == 0 and "2 samples" in said(merged), merged.output
+    assert verify(tmp_path / "m.json") == []
