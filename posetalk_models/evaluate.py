@@ -187,7 +187,7 @@ def scorers(*, lpips_weights: str | None, syncnet_weights: str | None, sync_run:
                                        "(joonson/syncnet_python) and pass --syncnet-weights")
     if sync_run:
         from .syncnet import SyncExpert, SyncExpertConfig
-        from .trainer import load_weights, require_checkpoint
+        from .runs import load_weights, require_checkpoint
 
         path, sidecar = require_checkpoint(sync_run, "sync")
         if sidecar.get("kind") != "sync":

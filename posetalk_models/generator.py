@@ -16,7 +16,7 @@ from .coarsenet import CoarseNet, CoarseNetConfig
 from .enhancer import Enhancer, EnhancerConfig
 from .layers import to_unit
 from .refinenet import RefineNet, RefineNetConfig
-from .trainer import copy_stage, load_weights, require_checkpoint
+from .runs import copy_stage, load_weights, require_checkpoint
 
 STAGES = ("coarse", "refine", "enhance")
 MODELS = {"coarse": (CoarseNet, CoarseNetConfig), "refine": (RefineNet, RefineNetConfig),

@@ -16,8 +16,8 @@ from torch import nn
 from .config import TrainPLDConfig
 from .data import feature_versions, normalise, resolve_features
 from .pld import PLDConfig, PoseLatentDiffusion
-from .trainer import (copy_stage, last_checkpoint, load_weights, manifest_batches, pick_device,
-                      require_checkpoint, run_record, train)
+from .runs import copy_stage, last_checkpoint, load_weights, require_checkpoint, run_record
+from .trainer import manifest_batches, pick_device, train
 from .vae import PoseVAE, PoseVAEConfig
 
 

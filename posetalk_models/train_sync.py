@@ -17,7 +17,8 @@ from .data import feature_versions
 from .frames import FrameConfig, frame_loader, resolve_speech, speech_dim
 from .layers import to_unit
 from .syncnet import SyncExpert
-from .trainer import manifest_batches, pick_device, run_record, train
+from .runs import run_record
+from .trainer import manifest_batches, pick_device, train
 
 
 class SyncObjective(nn.Module):

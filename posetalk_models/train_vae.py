@@ -9,8 +9,8 @@ from torch import nn
 
 from .config import TrainVAEConfig
 from .data import ANGLE_CHANNELS, denormalise, loader, normalise, pose_stats
-from .trainer import (check_resume, last_checkpoint, load_weights, manifest_batches, pick_device, require_checkpoint,
-                      run_record, train)
+from .runs import check_resume, last_checkpoint, load_weights, require_checkpoint, run_record
+from .trainer import manifest_batches, pick_device, train
 from .vae import PoseVAE, PoseVAEConfig, length_mask
 
 

@@ -26,7 +26,8 @@ from .generator import Cascade, batch_inputs, build_stage
 from .losses import (Perceptual, feature_matching, lip_share, lsgan_discriminator, lsgan_generator, masked_l1, psnr,
                      pyramid_l1, ssim)
 from .syncnet import SyncExpert, SyncExpertConfig
-from .trainer import copy_stage, manifest_batches, pick_device, run_record, train
+from .runs import copy_stage, run_record
+from .trainer import manifest_batches, pick_device, train
 
 
 # ------------------------------------------------------------------ the loss terms every stage shares

@@ -133,7 +133,7 @@ def frozen_vae(manifest: Path, run_dir: Path) -> None:
     """An untrained tiny VAE as the PLD run's own copy, so no rank has to copy one in."""
     from posetalk_models.config import load_train_config
     from posetalk_models.data import pose_stats
-    from posetalk_models.trainer import save_weights
+    from posetalk_models.runs import save_weights
     from posetalk_models.vae import PoseVAE
 
     cfg = load_train_config("vae", None, TINY_VAE)

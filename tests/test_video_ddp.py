@@ -41,7 +41,7 @@ def test_two_process_video_training(video_build, tmp_path):
     from posetalk_models.coarsenet import CoarseNet, CoarseNetConfig
     from posetalk_models.config import load_train_config
     from posetalk_models.refinenet import RefineNet
-    from posetalk_models.trainer import save_weights
+    from posetalk_models.runs import save_weights
 
     # the enhance run's frozen stages: an untrained CoarseNet and RefineNet, copied in so no rank has to
     run = tmp_path / "enhance"
