@@ -35,10 +35,10 @@ from .reading import FORMAT, URL, ManifestError, load_manifest, read_samples, se
 from .shards import SAMPLES_SCHEMA
 from .where import WhereError, compile_where
 
-FEATURE_VERSIONS = ("face_detector", "face_mesh", "landmarks", "face_template")   # what changes the arrays
+FEATURE_VERSIONS = ("face_detector", "face_mesh", "landmarks", "face_template", "gaze")   # what changes the arrays
 LAYER_VERSIONS = {"video.mp4": ("face_detector", "ffmpeg"), "audio.flac": ("ffmpeg",),
                   "landmarks.npy": ("face_mesh", "landmarks"), "pose.npy": ("face_mesh", "landmarks", "face_template"),
-                  "gaze.npy": ("face_mesh",), "meta.json": ("posetalk",)}
+                  "gaze.npy": ("face_mesh", "face_template", "gaze"), "meta.json": ("posetalk",)}
 
 
 # --- stats ------------------------------------------------------------------------------------------------------
