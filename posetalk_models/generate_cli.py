@@ -8,12 +8,13 @@ posetalk-pose generate (the same module) writes the PLD's pose+gaze sequence alo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import typer
+
+from posetalk_data.shards import sha256_file
 
 from .cli import _fail, user_errors
 
@@ -70,10 +71,6 @@ def speech_of(audio: Path) -> tuple[np.ndarray, int]:
         _fail(f"--audio {audio}: no such file")
     samples = audio_samples(audio)
     return samples, frames_of(samples)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @app.command()
@@ -156,7 +153,7 @@ def generate(
                             progress=lambda k: bar.advance(task, k))
         write_video(frames, out, audio)
     info["generator"] = {"run": str(generator), "kind": sidecar["kind"], "step": sidecar["step"], "stage": stage,
-                         "size": cascade.size, "sha256": {p.name: file_sha256(p) for p in cascade.weight_files}}
+                         "size": cascade.size, "sha256": {p.name: sha256_file(p) for p in cascade.weight_files}}
     np.save(out.with_suffix(".npy"), motion)
     out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     typer.echo(f"{out}: {n} frames ({n / 25:.2f} s), {mode_name} pose, {stage} stage, {cascade.size} px")

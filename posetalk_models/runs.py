@@ -4,7 +4,6 @@ resumed run is the same run (same settings, same data).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from posetalk_data.shards import sha256_file
 from posetalk_models import __version__
 
 
@@ -112,10 +112,6 @@ class ResumeMismatch(ValueError):
     """A run folder resumed with another config or other training data than it was started with."""
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _flat(tree: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
@@ -144,7 +140,7 @@ def resume_differences(saved: dict, now: dict) -> list[str]:
 def run_record(kind: str, cfg, manifest: str | Path) -> dict:
     """The part of every checkpoint sidecar that says what a run is: model kind, full config, training data."""
     return {"kind": kind, "config": cfg.model_dump(), "manifest": str(manifest),
-            "manifest_sha256": file_sha256(manifest)}
+            "manifest_sha256": sha256_file(Path(manifest))}
 
 
 def check_resume(run_dir: str | Path, sidecar: dict) -> None:
