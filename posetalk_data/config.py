@@ -49,6 +49,7 @@ class FaceTrackConfig(Section):
     min_confidence: float = Field(0.5, ge=0, le=1)
     detect_max_side: int = Field(640, ge=64)     # detection runs on frames downscaled to this
     detect_every: int = Field(6, ge=1)           # detect on every n-th frame; boxes are interpolated between
+    frame_cache_mb: int = Field(1024, ge=0)      # decoded frames a worker keeps for the crop pass (0: decode twice)
     multi_face: Literal["dominant", "drop"] = "dominant"
     multi_face_min_fraction: float = Field(0.1, ge=0, le=1)   # another face in more frames than this counts
     max_gap_s: float = Field(0.5, ge=0)          # shorter face dropouts are interpolated

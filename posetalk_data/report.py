@@ -15,8 +15,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -297,8 +295,7 @@ def _thumbnail(clip: dict) -> tuple[bytes | None, np.ndarray | None]:
     if "video.mp4" not in clip:
         return None, None
     mid = len(clip["pose"]) // 2
-    fps = float(clip.get("meta.json", {}).get("fps", 25))
-    frame = _decode_frame(clip["video.mp4"], max(mid - 0.25, 0) / fps)  # accurate seek: first frame at or after
+    frame = _decode_frame(clip["video.mp4"], mid)
     if frame is None:
         return None, None
     img = cv2.resize(frame, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA)
@@ -320,13 +317,13 @@ def _thumbnail(clip: dict) -> tuple[bytes | None, np.ndarray | None]:
     return (jpg.tobytes() if ok else None), (ypr if np.isfinite(ypr).all() else None)
 
 
-def _decode_frame(video: bytes, seconds: float) -> np.ndarray | None:
-    """One BGR frame at `seconds` of an mp4 given as bytes (ffmpeg needs a seekable file for mp4)."""
-    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-        f.write(video)
-        f.flush()
-        run = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{seconds:.3f}", "-i", f.name,
-                              "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"], capture_output=True)
-    if run.returncode or not run.stdout:
+def _decode_frame(video: bytes, index: int) -> np.ndarray | None:
+    """Frame `index` (BGR) of an mp4 given as bytes, decoded from memory (decord seeks from the keyframe before)."""
+    import decord
+
+    try:
+        reader = decord.VideoReader(io.BytesIO(video), num_threads=1)
+        frame = reader[min(index, len(reader) - 1)].asnumpy()
+    except (decord.DECORDError, RuntimeError, IndexError):
         return None
-    return cv2.imdecode(np.frombuffer(run.stdout, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)

@@ -101,3 +101,28 @@ def test_a_smooth_crop_track_stays_smooth_when_fitted():
     wanted = np.column_stack([60 + 40 * np.sin(t / 10), np.full(100, 240.0), np.full(100, 300.0)])
     crops, padded, _ = fit_crop(wanted, 640, 480, crop_scale=2.0, min_scale=1.4)
     assert (padded == 0).all() and np.abs(np.diff(crops[:, 0])).max() <= np.abs(np.diff(wanted[:, 0])).max() + 1e-9
+
+
+def _facetrack(path, tmp_path, cache_mb: int):
+    from posetalk_data.config import PipelineConfig
+    from posetalk_data.pipeline import build_stages
+    from posetalk_data.schema import ClipRecord, VideoSpec
+
+    cfg = PipelineConfig(facetrack={"crop_size": 128, "frame_cache_mb": cache_mb})
+    records = [ClipRecord(spec=VideoSpec("folder", path.name, str(path)), workdir=tmp_path / f"cache{cache_mb}")]
+    for stage in (s for s in build_stages(cfg) if s.name in ("probe", "facetrack")):
+        records = stage.process_batch(records)
+    assert len(records) == 1 and records[0].ok, records[0].errors
+    return records[0]
+
+
+def test_crop_pass_on_cached_frames_equals_a_second_decode(samples, tmp_path):
+    """One decode when the video fits in frame_cache_mb; a second decode when it does not (0, or a cache that
+    fills up part-way: 1 MB holds 3 frames of this 360x288 clip): the same crops, mesh and video bytes."""
+    path = samples / "videos" / "grid_bbaf2n.mpg"
+    cached, twice, overflow = (_facetrack(path, tmp_path, mb) for mb in (1024, 0, 1))
+    for other in (twice, overflow):
+        np.testing.assert_array_equal(cached.arrays["crop_box"], other.arrays["crop_box"])
+        np.testing.assert_array_equal(cached.arrays["mesh_raw"], other.arrays["mesh_raw"])
+        assert cached.video.read_bytes() == other.video.read_bytes()
+    assert len(cached.arrays["mesh_raw"]) == 75 and np.isfinite(cached.arrays["mesh_raw"]).all()

@@ -222,3 +222,19 @@ def test_backends_pickle_before_setup(model_dirs):
     clone = pickle.loads(pickle.dumps(backend))
     assert clone.features(np.zeros(16_000, np.float32), 25).shape == (25, 32)
     assert json.dumps(MelBackend().versions())
+
+
+def test_wav_and_flac_round_trip(tmp_path):
+    """read_wav reads extract_audio's WAV directly as ffmpeg would, and flac_bytes keeps every sample."""
+    from posetalk_data.media import _run, flac_bytes, safe_path
+
+    if not SHARED.is_dir():
+        pytest.skip(f"shared sample media not found at {SHARED}")
+    wav = tmp_path / "a.wav"
+    extract_audio(SHARED / "samples" / SAMPLE_WAVS[0], wav, rate=16_000, duration=2.0)
+    direct = read_wav(wav)
+    via_ffmpeg = np.frombuffer(_run(["-i", safe_path(wav), "-f", "s16le", "-ac", "1", "-"], "read"), np.int16) / 32768
+    assert len(direct) == 32_000 and np.array_equal(direct, via_ffmpeg.astype(np.float32))
+    flac = tmp_path / "a.flac"
+    flac.write_bytes(flac_bytes(direct, 16_000))
+    assert np.array_equal(read_wav(flac), direct)   # lossless, through ffmpeg's FLAC decoder

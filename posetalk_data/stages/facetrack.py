@@ -1,6 +1,8 @@
 """Stage 3, face tracking, crop and face mesh (1 video -> N face clips).
 
-Pass 1 detects faces (MediaPipe face detection, offline) on downscaled frames and links them into tracks.
+Pass 1 decodes the video once and detects faces (MediaPipe face detection, offline) on downscaled frames,
+linking them into tracks; it keeps the decoded frames when they fit in `frame_cache_mb` (so the crop pass decodes
+nothing; a longer video is decoded again and memory stays bounded).
 The dominant track (largest face, most often) is kept; dropouts up to `max_gap_s` are interpolated and each
 face-continuous span of at least `min_clip_s` becomes a clip. Pass 2 cuts a temporally smoothed square crop
 around that track from the full-resolution frames, runs the face mesh on each crop (`landmarks.MeshTracker`: the
@@ -187,28 +189,36 @@ class FaceTrackStage(Stage):
 
         return {"face_detector": f"mediapipe {mp.__version__} face_detection {self.cfg.detector}"}
 
-    def detect(self, record: ClipRecord) -> tuple[int, Detections]:
-        """(frame count, detections on every `detect_every`-th frame); the detector dominates the stage's cost."""
+    def detect(self, record: ClipRecord) -> tuple[int, Detections, list[np.ndarray] | None]:
+        """(frame count, detections on every `detect_every`-th frame, the decoded frames when they fit in
+        `frame_cache_mb`, else None: the crop pass then decodes the video a second time)."""
         w, h = record.probe["width"], record.probe["height"]
         size = detect_size(w, h, self.cfg.detect_max_side)
+        room = self.cfg.frame_cache_mb * 2 ** 20 // (w * h * 3)     # frames the cache holds
+        cache: list[np.ndarray] | None = [] if room > 0 else None
         out, n = [], 0
-        for n, frame in enumerate(video_frames(record, size=size), 1):
+        for n, frame in enumerate(video_frames(record), 1):
+            if cache is not None and len(cache) < room:
+                cache.append(frame)
+            elif cache is not None:
+                cache = None                           # too long for the cache: bounded memory wins
             if (n - 1) % self.cfg.detect_every:
                 continue
-            found = self._detector.process(frame).detections or []
+            small = frame if size == (w, h) else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            found = self._detector.process(small).detections or []
             dets = []
             for d in found:
                 r = d.location_data.relative_bounding_box
                 dets.append((np.array([r.xmin * w, r.ymin * h, (r.xmin + r.width) * w, (r.ymin + r.height) * h]),
                              float(d.score[0])))
             out.append((n - 1, dets))
-        return n, out
+        return n, out, cache
 
     def process(self, record: ClipRecord) -> list[ClipRecord]:
         if self._detector is None:
             self.setup()
         cfg, fps = self.cfg, VIDEO_FPS
-        n, detections = self.detect(record)
+        n, detections, frames = self.detect(record)
         promised = promised_frames(record)
         truncated = n < 0.95 * promised - 3
         if truncated:
@@ -241,7 +251,7 @@ class FaceTrackStage(Stage):
                                           f"(facetrack.max_padded_fraction {cfg.max_padded_fraction:g})")
         live = [(c, span) for c, span in zip(clips, found) if c.ok]
         if live:
-            self._write_crops(record, *map(list, zip(*live)))
+            self._write_crops(record, *map(list, zip(*live)), frames)
         return clips
 
     def _new_clip(self, record: ClipRecord, a: int, b: int, track: Track, multi: float) -> ClipRecord:
@@ -268,14 +278,16 @@ class FaceTrackStage(Stage):
             clip.flags.append("multi_face")
         return clip
 
-    def _write_crops(self, record: ClipRecord, clips: list[ClipRecord], found: list[tuple[int, int]]) -> None:
-        """The crop pass: each span's crops are meshed and encoded as they are cut (spans never overlap)."""
+    def _write_crops(self, record: ClipRecord, clips: list[ClipRecord], found: list[tuple[int, int]],
+                     frames: list[np.ndarray] | None) -> None:
+        """The crop pass over the cached frames, or a second decode: each span's crops are meshed and encoded as
+        they are cut (spans never overlap)."""
         cfg, size = self.cfg, self.cfg.crop_size
         writers = [VideoWriter(c.video, width=size, height=size, fps=VIDEO_FPS, crf=cfg.crf, preset=cfg.preset,
                                keyframe_every=max(1, round(cfg.keyframe_s * VIDEO_FPS))) for c in clips]
         meshes: list[list[np.ndarray]] = [[] for _ in clips]
         try:
-            for f, frame in enumerate(video_frames(record)):
+            for f, frame in enumerate(video_frames(record) if frames is None else frames):
                 for i, (a, b) in enumerate(found):
                     if a <= f < b:
                         if f == a:
@@ -288,6 +300,6 @@ class FaceTrackStage(Stage):
             for w in writers:
                 w.close()
         for clip, (a, b), w, mesh in zip(clips, found, writers, meshes):
-            if w.frames != b - a:   # the second decode must see the same frames as the first
+            if w.frames != b - a:   # a second decode must see the same frames as the first
                 raise ClipFailure(f"decoded {w.frames} frames for span {a}-{b} on the second pass")
             clip.arrays["mesh_raw"] = np.asarray(mesh, np.float32)

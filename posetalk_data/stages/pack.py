@@ -6,14 +6,16 @@ process, or on another node: the model workers of posetalk_data.runner.WorkerPoo
 """
 from __future__ import annotations
 
-from ..media import encode_flac, read_wav
+import numpy as np
+
+from ..media import flac_bytes, read_wav
 from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
 from .base import Resources, Stage
 
 
 class PackStage(Stage):
     name = "pack"
-    resources = Resources(cpus=0.5)   # one FLAC encode
+    resources = Resources(cpus=0.5)   # one FLAC encode (in-process)
 
     def inputs(self) -> list[str]:
         return ["video", "audio", "crop_box"]
@@ -22,11 +24,12 @@ class PackStage(Stage):
         return ["clip_audio", "video_bytes", "flac"]
 
     def process(self, record: ClipRecord) -> ClipRecord:
-        frames = len(record.arrays["crop_box"])
-        start = record.meta.get("audio_offset", 0.0)
-        offset = round(start * AUDIO_RATE)
-        record.arrays["clip_audio"] = read_wav(record.audio)[offset: offset + frames * AUDIO_RATE // VIDEO_FPS]
+        length = len(record.arrays["crop_box"]) * AUDIO_RATE // VIDEO_FPS
+        offset = round(record.meta.get("audio_offset", 0.0) * AUDIO_RATE)
+        audio = read_wav(record.audio)[offset: offset + length]
+        record.arrays["clip_audio"] = audio
         record.members["video.mp4"] = record.video.read_bytes()
-        record.members["audio.flac"] = encode_flac(record.audio, start=start, duration=frames / VIDEO_FPS)
+        # the FLAC holds exactly the clip's span, padded with silence where the audio ends early
+        record.members["audio.flac"] = flac_bytes(np.pad(audio, (0, length - len(audio))), AUDIO_RATE)
         return record
 
