@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from .schema import MEMBERS, SCHEMA_VERSION, ClipRecord, VideoSpec
 
@@ -151,9 +150,11 @@ def failure_row(record: ClipRecord, root: Path | None) -> dict:
 def write_tar(final: Path, samples) -> str:
     """Write (key, {member: bytes}) samples as a shard under a temporary name, then rename; returns its sha256.
     Fixed owner and mtime 0 (and webdataset's sorted members): the same samples give the same bytes."""
+    from webdataset import TarWriter   # here, not at the top: webdataset imports torch (1.5 s for every command)
+
     tmp = final.with_suffix(".tar.tmp")
     with open(tmp, "wb") as stream:
-        writer = wds.TarWriter(stream, user="posetalk", group="posetalk", mtime=0, encoder=False)
+        writer = TarWriter(stream, user="posetalk", group="posetalk", mtime=0, encoder=False)
         for key, members in samples:
             writer.write({"__key__": key, **members})
         writer.close()
