@@ -5,14 +5,18 @@ median of --repeat runs:
 
 limit      : decode at 25 fps + MediaPipe FaceMesh alone, one process per clip, as many at once as there are
              cores: the work that cannot be avoided
+floor      : the limit plus what a build must add to it: a square crop cut from each frame and encoded as the
+             clip's H.264 video (512 px, the build's x264 settings, through the build's own writer)
 script     : the sequential one-file script a researcher writes: ffmpeg -> PNG files -> FaceMesh per frame,
              clip after clip, in one process
 build      : `posetalk-data build --src folder --profile offline` (Ray, one worker per core)
 
-Then the steady state: the same clips linked again and again to at least --steady-min minutes of video, limit
-against build in frames/s (start-up no longer counts). And the peak memory of one worker on the longest clip and on
-a clip twice as long (it must not grow with clip length). Ratios last: build / script time (target <= 0.5) and
-build / limit throughput in the steady state (target >= 0.75).
+Then the steady state: the same clips linked again and again to at least --steady-min minutes of video, limit,
+floor and build in frames/s as whole processes, and the build's marginal rate (extra frames over extra seconds
+between the sample run and the steady run: the build's one-off start-up and report taken out; the limit starts a
+process per clip, so its rate has no one-off part). And the peak memory of one worker on the longest clip and on a
+clip twice as long, with the default frame cache (bounded by facetrack.frame_cache_mb) and without it. Ratios last:
+build / script time (target <= 0.5) and build / limit throughput in the steady state (target >= 0.75).
 """
 from __future__ import annotations
 
@@ -38,6 +42,22 @@ n = 0
 for frame in read_frames(sys.argv[1], fps=25):
     mesh.process(frame)
     n += 1
+print(n)
+"""
+
+FLOOR = """
+import sys, cv2, mediapipe as mp
+from posetalk_data.media import VideoWriter, read_frames
+from posetalk_data.stages.facetrack import cut_square
+cv2.setNumThreads(1)   # as the build's workers: one process per core
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+n = 0
+with VideoWriter(sys.argv[2], width=512, height=512, fps=25, crf=18, preset="superfast", keyframe_every=25) as out:
+    for frame in read_frames(sys.argv[1], fps=25):
+        mesh.process(frame)
+        h, w = frame.shape[:2]
+        out.write(cut_square(frame, w / 2, h / 2, 0.8 * min(h, w), 512)[0])
+        n += 1
 print(n)
 """
 
@@ -68,15 +88,18 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     return time.perf_counter() - started, out.stdout
 
 
-def limit(paths: list[Path], cores: int) -> tuple[float, int]:
-    """Wall time and frames of decode + FaceMesh, one process per clip, `cores` at a time."""
+def limit(paths: list[Path], cores: int, code: str = LIMIT) -> tuple[float, int]:
+    """Wall time and frames of decode + FaceMesh (or `code`), one process per clip, `cores` at a time."""
     started, frames, running, queue = time.perf_counter(), 0, [], list(paths)
+    out = Path(tempfile.mkdtemp(prefix="posetalk-floor-"))
     while queue or running:
         while queue and len(running) < cores:
-            running.append(subprocess.Popen([PYTHON, "-c", LIMIT, str(queue.pop(0))], stdout=subprocess.PIPE,
-                                            stderr=subprocess.DEVNULL, text=True))
+            path = queue.pop(0)
+            running.append(subprocess.Popen([PYTHON, "-c", code, str(path), str(out / f"{len(queue)}.mp4")],
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         proc = running.pop(0)
         frames += int(proc.communicate()[0].strip().splitlines()[-1])
+    shutil.rmtree(out, ignore_errors=True)
     return time.perf_counter() - started, frames
 
 
@@ -92,11 +115,12 @@ def build(folder: Path, out: Path, extra: list[str]) -> float:
                   "--out", str(out), "--profile", "offline", *extra], env)[0]
 
 
-def peak_mb(path: Path) -> float:
+def peak_mb(path: Path, cache_mb: int | None = None) -> float:
     """Peak RSS (MB) of one in-process worker (its ffmpeg children included) building one clip."""
+    overrides = [] if cache_mb is None else [f"facetrack.frame_cache_mb={cache_mb}"]
     code = ("import resource, sys; from posetalk_data.config import load_config; "
             "from posetalk_data.pipeline import VideoProcessor; from posetalk_data.schema import VideoSpec; "
-            "VideoProcessor(load_config(None))(VideoSpec('folder', 'x', sys.argv[1])); "
+            f"VideoProcessor(load_config(None, {overrides!r}))(VideoSpec('folder', 'x', sys.argv[1])); "
             "r = resource.getrusage; print((r(resource.RUSAGE_SELF).ru_maxrss + "
             "r(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)")
     return float(timed([PYTHON, "-c", code, str(path)])[1].strip().splitlines()[-1])
@@ -120,18 +144,20 @@ def main() -> None:
     extra = [a for s in args.set for a in ("--set", s)]
     work = Path(tempfile.mkdtemp(prefix="posetalk-bench-"))
     try:
-        rows = {"limit": [], "script": [], "build": []}
+        rows = {"limit": [], "floor": [], "script": [], "build": []}
         frames = 0
         for _ in range(args.repeat):
             seconds, frames = limit(paths, cores)
             rows["limit"].append(seconds)
+            rows["floor"].append(limit(paths, cores, FLOOR)[0])
             rows["script"].append(script(paths)[0])
             rows["build"].append(build(args.input, work / "out", extra))
         med = {k: statistics.median(v) for k, v in rows.items()}
         print(f"clips: {len(paths)} ({seconds_of_video:.1f} s of video, {frames} frames at 25 fps); {cores} cores; "
               f"median of {args.repeat}")
-        names = {"limit": "decode + FaceMesh alone, a process per clip", "script": "sequential script (ffmpeg -> "
-                 "PNG -> FaceMesh)", "build": "posetalk-data build --profile offline"}
+        names = {"limit": "decode + FaceMesh alone, a process per clip", "floor": "limit + crop + H.264 encode, a "
+                 "process per clip", "script": "sequential script (ffmpeg -> PNG -> FaceMesh)",
+                 "build": "posetalk-data build --profile offline"}
         for key, label in names.items():
             print(f"{label:<48} {med[key]:7.1f} s   {frames / med[key]:7.1f} frames/s   "
                   f"runs {', '.join(f'{s:.1f}' for s in rows[key])}")
@@ -145,19 +171,24 @@ def main() -> None:
                     (folder / f"{i:02d}_{p.name}").symlink_to(p.resolve())
             long_paths = sorted(folder.iterdir())
             lim, n = limit(long_paths, cores)
+            floor = limit(long_paths, cores, FLOOR)[0]
             built = build(folder, work / "steady_out", extra)
             steady = (n / built) / (n / lim)
-            print(f"steady state ({copies} x the clips, {n} frames): limit {n / lim:.1f} frames/s, build "
-                  f"{n / built:.1f} frames/s")
+            marginal = (n - frames) / (built - med["build"])
+            print(f"steady state ({copies} x the clips, {n} frames), whole processes: limit {n / lim:.1f} frames/s, "
+                  f"floor {n / floor:.1f} frames/s, build {n / built:.1f} frames/s; build's marginal rate "
+                  f"{marginal:.1f} frames/s")
         longest = max(paths, key=lambda p: probe(p).duration)
         double = work / f"double{longest.suffix}"
         subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-stream_loop", "1", "-i", str(longest), "-c",
                         "copy", str(double)], check=True)
-        print(f"peak memory of one worker: {peak_mb(longest):.0f} MB on {longest.name} ({probe(longest).duration:.1f}"
-              f" s), {peak_mb(double):.0f} MB on it twice as long")
+        for cache, label in ((None, "default frame cache"), (0, "frame_cache_mb=0")):
+            print(f"peak memory of one worker ({label}): {peak_mb(longest, cache):.0f} MB on {longest.name} "
+                  f"({probe(longest).duration:.1f} s), {peak_mb(double, cache):.0f} MB on it twice as long")
         print(f"ratio build / script time: {med['build'] / med['script']:.2f} (target <= 0.5)")
         if steady is not None:
-            print(f"ratio build / limit throughput, steady state: {steady:.2f} (target >= 0.75)")
+            print(f"ratio build / limit throughput, steady state: {steady:.2f} whole process (target >= 0.75), "
+                  f"{marginal / (n / lim):.2f} marginal; floor / limit {lim / floor:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
