@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
-from .config import PipelineConfig
+from .config import PipelineConfig, output_settings
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
 from .report import write_report
@@ -116,7 +116,7 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
         shutil.rmtree(out / ".staging")
     started = time.perf_counter()
     import_in_background("webdataset")
-    fingerprint = {"schema_version": SCHEMA_VERSION, "pipeline": cfg.model_dump(mode="json")}
+    fingerprint = {"schema_version": SCHEMA_VERSION, "pipeline": output_settings(cfg)}
     staging = Staging(out)
     staging.check_fingerprint(fingerprint, partial=True)     # a changed config: refused before any work
     if retry_failed:

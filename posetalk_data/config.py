@@ -135,6 +135,23 @@ class PipelineConfig(Section):
     models: ModelWorkersConfig = ModelWorkersConfig()
 
 
+# How a build runs, not what it writes: a resumed build may change these (fewer model workers, a smaller frame cache
+# after running out of memory) and still reuse the clips it staged.
+RUN_SETTINGS = ("models", "facetrack.frame_cache_mb")
+
+
+def output_settings(cfg: PipelineConfig) -> dict:
+    """The config as far as it decides the shards' contents: all of it but RUN_SETTINGS."""
+    tree = cfg.model_dump(mode="json")
+    for dotted in RUN_SETTINGS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return tree
+
+
 class ConfigError(ValueError):
     """A config mistake, reported with the file and the key."""
 

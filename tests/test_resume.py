@@ -121,3 +121,13 @@ def test_changed_config_refuses_to_mix_staged_clips(inputs, tmp_path):
     fresh = build(specs, tmp_path, load_config(None, ["facetrack.crop_size=96"]), source="folder", root=inputs,
                   workers=0, fresh=True)
     assert fresh.resumed == 0 and fresh.manifest["pipeline"]["facetrack"]["crop_size"] == 96
+
+
+def test_resume_may_change_how_the_build_runs(inputs, tmp_path):
+    """Model workers and the frame cache change how a build runs, not what it writes: a resume with other values
+    reuses the staged clips."""
+    specs = folder_specs(inputs)[:2]
+    build(specs[:1], tmp_path, load_config(None, OVERRIDES), source="folder", root=inputs, workers=0)
+    resumed = build(specs, tmp_path, load_config(None, [*OVERRIDES, "facetrack.frame_cache_mb=0", "models.workers=2"]),
+                    source="folder", root=inputs, workers=0)
+    assert resumed.resumed == 1 and resumed.kept == 1
