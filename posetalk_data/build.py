@@ -1,9 +1,9 @@
 """`posetalk-data build` as an importable function: plan, check, run (resuming), stage, write, summarise."""
 from __future__ import annotations
 
+import importlib
 import json
 import platform
-import importlib
 import shutil
 import threading
 import time
@@ -134,17 +134,22 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
         staging.check_fingerprint({**fingerprint, "versions": versions})
         if todo:
             _run(len(todo), pool, staging, root, result, console=console, started=started)
-    finally:
+    except BaseException:
         pool.close()
-    sources = [{"video_id": s.video_id, "path": relative_source(s.path, root), "abs_path": s.path,
-                "bytes": Path(s.path).stat().st_size if Path(s.path).is_file() else None,
-                **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
-    header = {"source": source, "pipeline": cfg.model_dump(mode="json"), "versions": versions}
-    result.manifest = write_outputs(staging, specs, out, per_shard=cfg.write.samples_per_shard, root=root,
-                                    sources=sources, header=header, layers=processor.layers(), skipped=skipped)
-    result.seconds = time.perf_counter() - started
-    write_timings(out, result)
-    write_report(out)
+        raise
+    pool.close(wait=False)      # a Ray the pool started ends in the background while the shards are written
+    try:
+        sources = [{"video_id": s.video_id, "path": relative_source(s.path, root), "abs_path": s.path,
+                    "bytes": Path(s.path).stat().st_size if Path(s.path).is_file() else None,
+                    **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
+        header = {"source": source, "pipeline": cfg.model_dump(mode="json"), "versions": versions}
+        result.manifest = write_outputs(staging, specs, out, per_shard=cfg.write.samples_per_shard, root=root,
+                                        sources=sources, header=header, layers=processor.layers(), skipped=skipped)
+        result.seconds = time.perf_counter() - started
+        write_timings(out, result)
+        write_report(out)
+    finally:
+        pool.wait_closed()
     return result
 
 

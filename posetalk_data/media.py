@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import wave
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -170,7 +171,7 @@ class VideoWriter:
         except av.error.FFmpegError as err:
             raise MediaError(f"encoding failed: {err}") from None
         self._out.flags |= av.container.Flags.bitexact.value      # no muxer version or time in the file
-        self._stream = self._out.add_stream("libx264", rate=round(fps))
+        self._stream = self._out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         self._stream.codec_context.gop_size = keyframe_every
         self._stream.codec_context.thread_count = 1

@@ -11,6 +11,7 @@ rather than loading them a second time itself.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -61,9 +62,13 @@ class WorkerPool:
     def __init__(self, cfg: PipelineConfig, *, workers: int, address: str | None = None,
                  videos: int | None = None):
         self.cfg, self.processor, self.actors, self.model_actors, self.node_refs = cfg, None, [], [], []
+        self._ending: threading.Thread | None = None
         if workers == 0:
             self.processor = VideoProcessor(cfg)
             return
+        import ray
+
+        self.owns_ray = not ray.is_initialized()    # a local Ray this pool starts, and so ends
         self.ray = _ensure_ray(address, None)
         part = "video" if cfg.models.pool else "all"
         need = worker_resources(VideoProcessor(cfg, part).stages)
@@ -178,10 +183,21 @@ class WorkerPool:
             self._submit_video(fresh)
         yield from ((spec, VideoResult([_lost(spec, err)])) for spec in specs)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """End the actors, and a Ray this pool started; with wait=False Ray ends in the background (about a second,
+        while the driver writes the shards and the report) and `wait_closed()` joins it."""
         for actor in self.actors + self.model_actors:
             self.ray.kill(actor)
         self.actors, self.model_actors = [], []
+        if self.processor is None and self.owns_ray and self._ending is None:
+            self._ending = threading.Thread(target=self.ray.shutdown)
+            self._ending.start()
+        if wait:
+            self.wait_closed()
+
+    def wait_closed(self) -> None:
+        if self._ending is not None:
+            self._ending.join()
 
 
 def expected_work(spec: VideoSpec) -> float:
