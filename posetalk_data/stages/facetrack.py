@@ -197,7 +197,8 @@ class FaceTrackStage(Stage):
         w, h = record.probe["width"], record.probe["height"]
         size = detect_size(w, h, self.cfg.detect_max_side)
         room = self.cfg.frame_cache_mb * 2 ** 20 // (w * h * 3)     # frames the cache holds
-        cache: list[np.ndarray] | None = [] if room > 0 else None
+        # a video whose header promises more frames is decoded twice from the start; one that lies is caught below
+        cache: list[np.ndarray] | None = [] if 0 < promised_frames(record) <= room else None
         out, n = [], 0
         for n, frame in enumerate(video_frames(record), 1):
             if cache is not None and len(cache) < room:
