@@ -11,8 +11,8 @@ script     : the sequential one-file script a researcher writes: ffmpeg -> PNG f
              clip after clip, in one process
 build      : `posetalk-data build --src folder --profile offline` (Ray, one worker per core)
 
-Then the steady state: the same clips linked again and again to at least --steady-min minutes of video, limit,
-floor and build in frames/s as whole processes, and the build's marginal rate (extra frames over extra seconds
+Then the steady state: the same clips linked again and again to at least --steady-min minutes of video (median of
+--repeat runs too), limit, floor and build in frames/s as whole processes, and the build's marginal rate (extra frames over extra seconds
 between the sample run and the steady run: the build's one-off start-up and report taken out; the limit starts a
 process per clip, so its rate has no one-off part). And the peak memory of one worker on the longest clip and on a
 clip twice as long, with the default frame cache (bounded by facetrack.frame_cache_mb) and without it. Ratios last:
@@ -170,14 +170,19 @@ def main() -> None:
                 for p in paths:
                     (folder / f"{i:02d}_{p.name}").symlink_to(p.resolve())
             long_paths = sorted(folder.iterdir())
-            lim, n = limit(long_paths, cores)
-            floor = limit(long_paths, cores, FLOOR)[0]
-            built = build(folder, work / "steady_out", extra)
+            runs = {"limit": [], "floor": [], "build": []}
+            for _ in range(args.repeat):
+                seconds, n = limit(long_paths, cores)
+                runs["limit"].append(seconds)
+                runs["floor"].append(limit(long_paths, cores, FLOOR)[0])
+                runs["build"].append(build(folder, work / "steady_out", extra))
+            lim, floor, built = (statistics.median(runs[k]) for k in ("limit", "floor", "build"))
             steady = (n / built) / (n / lim)
             marginal = (n - frames) / (built - med["build"])
-            print(f"steady state ({copies} x the clips, {n} frames), whole processes: limit {n / lim:.1f} frames/s, "
-                  f"floor {n / floor:.1f} frames/s, build {n / built:.1f} frames/s; build's marginal rate "
-                  f"{marginal:.1f} frames/s")
+            print(f"steady state ({copies} x the clips, {n} frames, median of {args.repeat}), whole processes: limit "
+                  f"{n / lim:.1f} frames/s, floor {n / floor:.1f} frames/s, build {n / built:.1f} frames/s; build's "
+                  f"marginal rate {marginal:.1f} frames/s; runs (s): " +
+                  "; ".join(f"{k} {', '.join(f'{v:.1f}' for v in vs)}" for k, vs in runs.items()))
         longest = max(paths, key=lambda p: probe(p).duration)
         double = work / f"double{longest.suffix}"
         subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-stream_loop", "1", "-i", str(longest), "-c",
