@@ -12,11 +12,12 @@ script     : the sequential one-file script a researcher writes: ffmpeg -> PNG f
 build      : `posetalk-data build --src folder --profile offline` (Ray, one worker per core)
 
 Then the steady state: the same clips linked again and again to at least --steady-min minutes of video (median of
---repeat runs too), limit, floor and build in frames/s as whole processes, and the build's marginal rate (extra frames over extra seconds
-between the sample run and the steady run: the build's one-off start-up and report taken out; the limit starts a
-process per clip, so its rate has no one-off part). And the peak memory of one worker on the longest clip and on a
-clip twice as long, with the default frame cache (bounded by facetrack.frame_cache_mb) and without it. Ratios last:
-build / script time (target <= 0.5) and build / limit throughput in the steady state (target >= 0.75).
+--repeat runs too), limit, floor and build in frames/s as whole processes, and the build's marginal rate (extra
+frames over extra seconds between the sample run and the steady run: the build's one-off start-up and report taken
+out; the limit starts a process per clip, so its rate has no one-off part). And the peak memory of one worker on the
+longest clip and on a clip twice as long, with the default frame cache (bounded by facetrack.frame_cache_mb) and
+without it. Ratios last: build / script time (target <= 0.5) and build / limit throughput in the steady state
+(target >= 0.75).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ print(n)
 FLOOR = """
 import sys, cv2, mediapipe as mp
 from posetalk_data.media import VideoWriter, read_frames
-from posetalk_data.stages.facetrack import cut_square
+from posetalk_data.tracking import cut_square
 cv2.setNumThreads(1)   # as the build's workers: one process per core
 mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
 n = 0

@@ -143,7 +143,8 @@ def _histograms(fid: str, alt: str, panels: list[tuple[str, list[tuple[str, np.n
         for name, values in series:
             v = values[np.isfinite(values)]
             if v.size:
-                ax.hist(v, bins=40, alpha=0.6, histtype="stepfilled", label=f"{name} (n={v.size})" if name else f"n={v.size}")
+                ax.hist(v, bins=40, alpha=0.6, histtype="stepfilled",
+                        label=f"{name} (n={v.size})" if name else f"n={v.size}")
         if not ax.patches:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         elif len(series) > 1 or series[0][0]:
@@ -226,7 +227,8 @@ def _gaze_consistency(g: np.ndarray, samples: list[dict]) -> str:
     axes[2].scatter(col["gaze_yaw_range"][ok], col["gaze_lr_yaw_r"][ok], s=12, color="#4a7ab5")
     axes[2].axhline(0.8, color="#c33", lw=1)
     axes[2].set(xlabel="gaze yaw spread, p95 - p5 (deg)", ylabel="left-right yaw r", title="per clip")
-    axes[3].hist(col["gaze_vergence_offset"][np.isfinite(col["gaze_vergence_offset"])], bins=30, color="#4a7ab5", histtype="stepfilled")
+    axes[3].hist(col["gaze_vergence_offset"][np.isfinite(col["gaze_vergence_offset"])], bins=30, color="#4a7ab5",
+                 histtype="stepfilled")
     axes[3].set(xlabel="left minus right yaw removed (deg)", title="per clip: personal offset")
     moving = col["gaze_yaw_range"] > 10
     rows = [[name, f"{np.nanmedian(v):.2f}" if np.isfinite(v).any() else "-"] for name, v in (

@@ -1,7 +1,8 @@
-"""The face-tracking math on synthetic detections (the stage itself runs on real clips in test_build)."""
+"""The face-tracking math (posetalk_data.tracking) on synthetic detections, and the stage's crop pass on a real clip
+(the whole stage runs on real clips in test_build)."""
 import numpy as np
 
-from posetalk_data.stages.facetrack import crop_track, cut_square, detect_size, link_tracks, spans
+from posetalk_data.tracking import crop_track, cut_square, detect_size, link_tracks, spans
 
 
 def box(x, y, s=100.0):
@@ -39,7 +40,7 @@ def test_spans_bridge_short_gaps_and_drop_short_runs():
 
 
 def test_crop_track_interpolates_and_smooths_without_lag():
-    from posetalk_data.stages.facetrack import Track
+    from posetalk_data.tracking import Track
 
     frames = list(range(0, 100, 2))
     centres = np.sin(np.array(frames) / 10) * 50 + 300
@@ -66,7 +67,7 @@ def test_detect_size_keeps_aspect_and_even_sides():
 
 
 def test_crop_hint_picks_the_hinted_face_over_the_dominant_one():
-    from posetalk_data.stages.facetrack import Track, hint_box, pick_track
+    from posetalk_data.tracking import Track, hint_box, pick_track
 
     big = Track([0, 1, 2], [box(500, 100, 200)] * 3, [0.9] * 3)
     small = Track([0, 1, 2], [box(50, 50, 80)] * 3, [0.9] * 3)
@@ -79,7 +80,7 @@ def test_crop_hint_picks_the_hinted_face_over_the_dominant_one():
 
 
 def test_crops_stay_inside_the_frame_when_they_can():
-    from posetalk_data.stages.facetrack import fit_crop
+    from posetalk_data.tracking import fit_crop
 
     wanted = np.array([[100, 300, 400.0],     # past the left edge of a 1280 x 720 frame: shifted right
                        [640, 360, 1000.0],    # taller than the frame: the largest square inside (720)
@@ -95,7 +96,7 @@ def test_crops_stay_inside_the_frame_when_they_can():
 
 
 def test_a_smooth_crop_track_stays_smooth_when_fitted():
-    from posetalk_data.stages.facetrack import fit_crop
+    from posetalk_data.tracking import fit_crop
 
     t = np.arange(100)
     wanted = np.column_stack([60 + 40 * np.sin(t / 10), np.full(100, 240.0), np.full(100, 300.0)])
