@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,18 +91,21 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
 
 
 def limit(paths: list[Path], cores: int, code: str = LIMIT) -> tuple[float, int]:
-    """Wall time and frames of decode + FaceMesh (or `code`), one process per clip, `cores` at a time."""
-    started, frames, running, queue = time.perf_counter(), 0, [], list(paths)
+    """Wall time and frames of decode + FaceMesh (or `code`), one process per clip, `cores` at a time, the longest
+    clips first, each core taking the next clip as soon as it is free (the build orders its videos the same way)."""
     out = Path(tempfile.mkdtemp(prefix="posetalk-floor-"))
-    while queue or running:
-        while queue and len(running) < cores:
-            path = queue.pop(0)
-            running.append(subprocess.Popen([PYTHON, "-c", code, str(path), str(out / f"{len(queue)}.mp4")],
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
-        proc = running.pop(0)
-        frames += int(proc.communicate()[0].strip().splitlines()[-1])
+
+    def one(i_path: tuple[int, Path]) -> int:
+        i, path = i_path
+        done = subprocess.run([PYTHON, "-c", code, str(path), str(out / f"{i}.mp4")], capture_output=True, text=True)
+        return int(done.stdout.strip().splitlines()[-1])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(cores) as pool:
+        frames = sum(pool.map(one, enumerate(sorted(paths, key=lambda p: p.stat().st_size, reverse=True))))
+    seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)
-    return time.perf_counter() - started, frames
+    return seconds, frames
 
 
 def script(paths: list[Path]) -> tuple[float, int]:
@@ -127,6 +131,21 @@ def peak_mb(path: Path, cache_mb: int | None = None) -> float:
     return float(timed([PYTHON, "-c", code, str(path)])[1].strip().splitlines()[-1])
 
 
+def measure(paths: list[Path], folder: Path, out: Path, extra: list[str], repeat: int, cores: int, *,
+            with_script: bool) -> tuple[dict[str, list[float]], int]:
+    """Seconds of each command over `repeat` runs (limit, floor, the script if asked, build), and the frames."""
+    rows: dict[str, list[float]] = {"limit": [], "floor": [], **({"script": []} if with_script else {}), "build": []}
+    frames = 0
+    for _ in range(repeat):
+        seconds, frames = limit(paths, cores)
+        rows["limit"].append(seconds)
+        rows["floor"].append(limit(paths, cores, FLOOR)[0])
+        if with_script:
+            rows["script"].append(script(paths)[0])
+        rows["build"].append(build(folder, out, extra))
+    return rows, frames
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=SAMPLES, help="folder of clips (default: the sample videos)")
@@ -141,18 +160,12 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     paths = sorted(p for p in args.input.iterdir() if p.is_file())
-    seconds_of_video = sum(probe(p).duration for p in paths)
+    durations = {p: probe(p).duration for p in paths}
+    seconds_of_video = sum(durations.values())
     extra = [a for s in args.set for a in ("--set", s)]
     work = Path(tempfile.mkdtemp(prefix="posetalk-bench-"))
     try:
-        rows = {"limit": [], "floor": [], "script": [], "build": []}
-        frames = 0
-        for _ in range(args.repeat):
-            seconds, frames = limit(paths, cores)
-            rows["limit"].append(seconds)
-            rows["floor"].append(limit(paths, cores, FLOOR)[0])
-            rows["script"].append(script(paths)[0])
-            rows["build"].append(build(args.input, work / "out", extra))
+        rows, frames = measure(paths, args.input, work / "out", extra, args.repeat, cores, with_script=True)
         med = {k: statistics.median(v) for k, v in rows.items()}
         print(f"clips: {len(paths)} ({seconds_of_video:.1f} s of video, {frames} frames at 25 fps); {cores} cores; "
               f"median of {args.repeat}")
@@ -171,12 +184,7 @@ def main() -> None:
                 for p in paths:
                     (folder / f"{i:02d}_{p.name}").symlink_to(p.resolve())
             long_paths = sorted(folder.iterdir())
-            runs = {"limit": [], "floor": [], "build": []}
-            for _ in range(args.repeat):
-                seconds, n = limit(long_paths, cores)
-                runs["limit"].append(seconds)
-                runs["floor"].append(limit(long_paths, cores, FLOOR)[0])
-                runs["build"].append(build(folder, work / "steady_out", extra))
+            runs, n = measure(long_paths, folder, work / "steady_out", extra, args.repeat, cores, with_script=False)
             lim, floor, built = (statistics.median(runs[k]) for k in ("limit", "floor", "build"))
             steady = (n / built) / (n / lim)
             marginal = (n - frames) / (built - med["build"])
@@ -184,13 +192,13 @@ def main() -> None:
                   f"{n / lim:.1f} frames/s, floor {n / floor:.1f} frames/s, build {n / built:.1f} frames/s; build's "
                   f"marginal rate {marginal:.1f} frames/s; runs (s): " +
                   "; ".join(f"{k} {', '.join(f'{v:.1f}' for v in vs)}" for k, vs in runs.items()))
-        longest = max(paths, key=lambda p: probe(p).duration)
+        longest = max(paths, key=durations.get)
         double = work / f"double{longest.suffix}"
         subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-stream_loop", "1", "-i", str(longest), "-c",
                         "copy", str(double)], check=True)
         for cache, label in ((None, "default frame cache"), (0, "frame_cache_mb=0")):
             print(f"peak memory of one worker ({label}): {peak_mb(longest, cache):.0f} MB on {longest.name} "
-                  f"({probe(longest).duration:.1f} s), {peak_mb(double, cache):.0f} MB on it twice as long")
+                  f"({durations[longest]:.1f} s), {peak_mb(double, cache):.0f} MB on it twice as long")
         print(f"ratio build / script time: {med['build'] / med['script']:.2f} (target <= 0.5)")
         if steady is not None:
             print(f"ratio build / limit throughput, steady state: {steady:.2f} whole process (target >= 0.75), "
