@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import PoseConfig
 from .geometry import EYE_CORNERS, IRIS, HeadPoseFit, eye_centres, load_face_template, smooth_zero_phase
 
 IRIS_DIAMETER_MM, IRIS_TO_CENTRE_MM = 11.7, 10.0  # human averages: visible iris; iris plane to centre of rotation
 LIDS = ((159, 145), (386, 374))  # upper and lower lid midpoints, image-left eye then image-right eye
 LIP_GAP = (13, 14)  # inner upper and lower lip, midline
-CLOSED_BELOW = 0.5  # an eye is shut when its lid gap is below this share of the clip's open-eye gap,
+CLOSED_BELOW = PoseConfig().eye_closed_below  # shut below this share of the clip's open-eye lid gap (config),
 SHUT_OPENNESS = 0.1  # or below this share of its width whatever the clip (a clip whose eyes are never open)
 
 

@@ -225,6 +225,13 @@ def extract_audio(path: str | Path, out_wav: str | Path, *, rate: int, start: fl
     _run([*args, "-c:a", "pcm_s16le", safe_path(out_wav)], "audio extraction")
 
 
+def mux_audio(video: str | Path, audio: str | Path, out: str | Path, *, seconds: float) -> None:
+    """`video`'s stream copied, with `audio` added as AAC, padded with silence or cut to `seconds`."""
+    _run(["-i", safe_path(video), "-i", safe_path(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+          "-af", "apad", "-c:a", "aac", "-b:a", "128k", "-t", f"{seconds:.6f}", "-movflags", "+faststart",
+          safe_path(out)], "muxing the audio")
+
+
 def read_wav(path: str | Path) -> np.ndarray:
     """An audio file -> float32 mono samples in -1..1 at its own rate: the mono 16-bit WAV that extract_audio
     writes is read directly; anything else (FLAC, other WAVs) through ffmpeg."""

@@ -56,8 +56,8 @@ class RayVideoProcessor(VideoProcessor):
 class WorkerPool:
     """`workers` video actors (at most one per video), and, with `models.pool`, `models.workers` model actors that
     run the speech, text and encode stages on clips of several videos at once; or, with workers=0, this process.
-    Every actor loads its models from the start. `run(specs)` yields (spec, result) as videos finish; `close()` ends
-    the actors."""
+    Every actor loads its models from the start. `start(specs)` hands the videos out, `results()` yields (spec,
+    result) as videos finish; `close()` ends the actors."""
 
     def __init__(self, cfg: PipelineConfig, *, workers: int, address: str | None = None,
                  videos: int | None = None):
@@ -70,7 +70,7 @@ class WorkerPool:
 
         self.owns_ray = not ray.is_initialized()    # a local Ray this pool starts, and so ends
         self.ray = _ensure_ray(address, None)
-        part = "video" if cfg.models.pool else "all"
+        self.video_part = part = "video" if cfg.models.pool else "all"
         need = worker_resources(VideoProcessor(cfg, part).stages)
         self.video_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
                                                                     scheduling_strategy="SPREAD")
@@ -104,10 +104,6 @@ class WorkerPool:
             except self.ray.exceptions.RayError:
                 pass
         return out
-
-    def run(self, specs: Iterable[VideoSpec]) -> Iterator[tuple[VideoSpec, VideoResult]]:
-        self.start(specs)
-        return self.results()
 
     def start(self, specs: Iterable[VideoSpec]) -> None:
         """Hand the videos to the workers now (longest first, so no worker is left with a long video while the
@@ -157,14 +153,16 @@ class WorkerPool:
             spec = self.queue.pop()
             self.pending[actor.__call__.remote(spec)] = ("video", actor, spec)
 
-    def _submit_models(self, batch: list[tuple[VideoSpec, VideoResult]]) -> None:
-        busy = [kind_actor[1] for kind_actor in self.pending.values() if kind_actor[0] == "models"]
-        actor = min(self.model_actors, key=busy.count)          # the least loaded model worker
+    def _submit_models(self, batch: list[tuple[VideoSpec, VideoResult]], actor=None) -> None:
+        """To `actor`, or to the least loaded model worker."""
+        if actor is None:
+            busy = [kind_actor[1] for kind_actor in self.pending.values() if kind_actor[0] == "models"]
+            actor = min(self.model_actors, key=busy.count)
         self.pending[actor.finish.remote([result for _, result in batch])] = ("models", actor, batch)
 
     def _replace(self, kind: str, actor, work, err: Exception) -> Iterator[tuple[VideoSpec, VideoResult]]:
         """A dead worker's replacement gets its work once more; a second death is the videos' failure."""
-        actors, cls, part = ((self.actors, self.video_cls, "video" if self.model_actors else "all") if kind == "video"
+        actors, cls, part = ((self.actors, self.video_cls, self.video_part) if kind == "video"
                              else (self.model_actors, self.model_cls, "models"))
         self.ray.kill(actor)
         actors.remove(actor)
@@ -177,7 +175,7 @@ class WorkerPool:
                 self.queue.append(work)
                 self._submit_video(fresh)
             else:
-                self.pending[fresh.finish.remote([r for _, r in work])] = ("models", fresh, work)
+                self._submit_models(work, fresh)
             return
         if kind == "video":
             self._submit_video(fresh)
@@ -208,17 +206,6 @@ def expected_work(spec: VideoSpec) -> float:
         return Path(spec.path).stat().st_size / 1e5     # ~ seconds of a typical face video; only the order matters
     except OSError:
         return 0.0
-
-
-def run_videos(specs: Iterable[VideoSpec], cfg: PipelineConfig, *, workers: int, address: str | None = None
-               ) -> Iterator[tuple[VideoSpec, VideoResult]]:
-    """Every video through a pool made for them (see WorkerPool.run)."""
-    specs = list(specs)
-    pool = WorkerPool(cfg, workers=workers, address=address, videos=len(specs))
-    try:
-        yield from pool.run(specs)
-    finally:
-        pool.close()
 
 
 def _lost(spec: VideoSpec, err: Exception) -> ClipRecord:

@@ -68,14 +68,12 @@ class Staging:
     after the video's samples, so a build killed at any point redoes exactly the videos without a marker.
     """
 
-    def __init__(self, out: Path, fingerprint: dict | None = None):
+    def __init__(self, out: Path):
         root = out / ".staging"
         self.samples_dir, self.videos_dir, self.shards_dir = root / "samples", root / "videos", root / "shards"
         self.fingerprint_path = root / "build.json"
         for d in (self.samples_dir, self.videos_dir, self.shards_dir):
             d.mkdir(parents=True, exist_ok=True)
-        if fingerprint is not None:
-            self.check_fingerprint(fingerprint)
 
     def check_fingerprint(self, fingerprint: dict, *, partial: bool = False) -> None:
         """Staged clips are reused only by a build with the same config and versions (never mixed silently).

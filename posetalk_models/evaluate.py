@@ -53,7 +53,6 @@ class Scorers:
     identity: object = None
     syncnet: object = None
     expert: object = None
-    expert_speech: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,8 +100,7 @@ def score(frames: np.ndarray, clip: Clip, real_track: FaceTrack | None, source_t
         out.update(vm.geometry_errors(track, real_track))
     out["pose_diversity"] = vm.diversity(track)
     if scorers.identity is not None and source_track is not None:
-        name = "identity_arcface" if getattr(scorers.identity, "arcface", False) else "identity_dlib"
-        out[name] = scorers.identity(source_track, track)
+        out["identity_dlib"] = scorers.identity(source_track, track)   # no ArcFace scorer exists yet
     if scorers.syncnet is not None:
         from .syncnet_v2 import lse
 

@@ -18,6 +18,7 @@ from posetalk_data.config import PipelineConfig
 from posetalk_data.media import MediaError, read_frames, still_video
 from posetalk_data.schema import VIDEO_FPS, ClipRecord, VideoSpec
 
+from .data import motion_features
 from .frames import face_frame
 
 EXTRACT_STAGES = ("probe", "facetrack", "landmarks", "headpose")
@@ -37,14 +38,12 @@ class FaceTrack:
 
     def angles(self) -> np.ndarray:
         """(T, 7): yaw, pitch, roll, then the two eyes' gaze yaw/pitch (degrees)."""
-        return np.concatenate([self.pose[:, :3], self.gaze[:, :4]], 1).astype(np.float32)
+        return motion_features(self.pose, self.gaze, translation=False)
 
     def movement(self) -> np.ndarray:
         """(T, 3): the face's position and scale in the source frame relative to the first frame (face-scale units:
         dx, dy, dlog_s), the pose models' translation channels."""
-        s0 = max(float(self.pose[0, 5]), 1e-3)
-        return np.column_stack([(self.pose[:, 3:5] - self.pose[0, 3:5]) / s0,
-                                np.log(np.maximum(self.pose[:, 5], 1e-3) / s0)]).astype(np.float32)
+        return motion_features(self.pose, self.gaze)[:, 7:]
 
     def mouth_opening(self) -> np.ndarray:
         """(T,): inner-lip gap (MediaPipe 13-14) over the inter-ocular distance."""

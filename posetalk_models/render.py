@@ -6,7 +6,6 @@ padded or cut to exactly the frames' length.
 """
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from posetalk_data.media import VideoWriter, safe_path
+from posetalk_data.media import VideoWriter, mux_audio
 from posetalk_data.schema import VIDEO_FPS
 
 from .frames import rows
@@ -64,10 +63,5 @@ def write_video(frames: np.ndarray, out: str | Path, audio: str | Path | None = 
         if audio is None:
             silent.replace(out)
             return out
-        args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", safe_path(silent), "-i", safe_path(audio),
-                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", "-c:a", "aac", "-b:a", "128k",
-                "-t", f"{len(frames) / VIDEO_FPS:.6f}", "-movflags", "+faststart", safe_path(out)]
-        proc = subprocess.run(args, capture_output=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"muxing the audio failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+        mux_audio(silent, audio, out, seconds=len(frames) / VIDEO_FPS)
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from posetalk_data.gaze import direction
 from posetalk_data.geometry import IRIS, fit_head_pose, load_face_template
 
 IRIS_DIAMETER_MM, IRIS_TO_CENTRE_MM = 11.7, 10.0
@@ -83,8 +84,7 @@ class EyeRenderer:
     def eye_shift(self, yaw: float, pitch: float, radius: float) -> np.ndarray:
         """Pixel shift (right, down) of the iris centre for an eye rotation relative to the head."""
         r = radius * 2 * IRIS_TO_CENTRE_MM / IRIS_DIAMETER_MM  # rotation radius in pixels
-        y, p = np.deg2rad(yaw), np.deg2rad(pitch)  # gaze.npy's angles: yaw = atan2(x, z), pitch = asin(y)
-        gaze = np.array([np.cos(p) * np.sin(y), np.sin(p), np.cos(p) * np.cos(y)])  # yaw > 0: right, pitch > 0: up
+        gaze = direction(np.array([yaw, pitch]))  # gaze.npy's angles; yaw > 0: right, pitch > 0: up
         d = self.rest @ (r * (gaze - [0.0, 0.0, 1.0]))
         return np.array([d[0], -d[1]])
 

@@ -63,14 +63,15 @@ class FaceTrackStage(Stage):
 
         return {"face_detector": f"mediapipe {mp.__version__} face_detection {self.cfg.detector}"}
 
-    def detect(self, record: ClipRecord) -> tuple[int, Detections, list[np.ndarray] | None]:
+    def detect(self, record: ClipRecord, promised: int) -> tuple[int, Detections, list[np.ndarray] | None]:
         """(frame count, detections on every `detect_every`-th frame, the decoded frames when they fit in
-        `frame_cache_mb`, else None: the crop pass then decodes the video a second time)."""
+        `frame_cache_mb`, else None: the crop pass then decodes the video a second time). `promised`: the frames
+        the header promises."""
         w, h = record.probe["width"], record.probe["height"]
         size = detect_size(w, h, self.cfg.detect_max_side)
         room = self.cfg.frame_cache_mb * 2 ** 20 // (w * h * 3)     # frames the cache holds
         # a video whose header promises more frames is decoded twice from the start; one that lies is caught below
-        cache: list[np.ndarray] | None = [] if 0 < promised_frames(record) <= room else None
+        cache: list[np.ndarray] | None = [] if 0 < promised <= room else None
         out, n = [], 0
         for n, frame in enumerate(video_frames(record), 1):
             if cache is not None and len(cache) < room:
@@ -93,8 +94,8 @@ class FaceTrackStage(Stage):
         if self._detector is None:
             self.setup()
         cfg, fps = self.cfg, VIDEO_FPS
-        n, detections, frames = self.detect(record)
         promised = promised_frames(record)
+        n, detections, frames = self.detect(record, promised)
         truncated = n < 0.95 * promised - 3
         if truncated:
             record.flags.append("truncated")

@@ -16,10 +16,10 @@ from ..schema import ClipRecord
 from .base import ClipFailure, Resources, Stage
 
 
-def video_frames(record: ClipRecord, size: tuple[int, int] | None = None, fps: int = 25) -> Iterator[np.ndarray]:
-    """The record's span of its source video as constant-fps RGB frames (rotation applied)."""
+def video_frames(record: ClipRecord, fps: int = 25) -> Iterator[np.ndarray]:
+    """The record's span of its source video as constant-fps RGB frames at full size (rotation applied)."""
     return read_frames(record.spec.path, fps=fps, start=record.start, duration=record.end - record.start,
-                       size=size, probed=(record.probe["width"], record.probe["height"]))
+                       probed=(record.probe["width"], record.probe["height"]))
 
 
 def audio_source(record: ClipRecord, wav_beside: bool) -> Path | None:
