@@ -22,7 +22,8 @@ from .pipeline import VideoProcessor, check_wiring, describe
 from .report import write_report
 from .runner import WorkerPool, default_workers
 from .schema import SCHEMA_VERSION, VIDEO_FPS, VideoSpec
-from .shards import Staging, relative_source, write_outputs
+from .storage import write_json
+from .shards import STAGING_DIR, Staging, is_staging, relative_source, write_outputs
 
 PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "scipy", "webdataset", "pyarrow", "ray",
             "face-alignment", "torch")
@@ -72,8 +73,9 @@ class OutDirError(ValueError):
 
 
 def is_build_dir(out: Path) -> bool:
-    """OUT holds a posetalk build: its manifest, or the staging of an unfinished one."""
-    if (out / ".staging" / "build.json").is_file():
+    """OUT holds a posetalk build: its manifest, or the staging of an unfinished one (even one killed while it was
+    starting)."""
+    if is_staging(out / STAGING_DIR):
         return True
     try:
         return json.loads((out / "manifest.json").read_text()).get("format") == "posetalk-shards"
@@ -112,8 +114,8 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
     processor = VideoProcessor(cfg)
     preflight(processor)
     console.print(describe(processor.stages))
-    if fresh and (out / ".staging" / "build.json").is_file():   # only a staging this tool made
-        shutil.rmtree(out / ".staging")
+    if fresh and is_staging(out / STAGING_DIR):   # only a staging this tool made
+        shutil.rmtree(out / STAGING_DIR)
     started = time.perf_counter()
     import_in_background("webdataset")
     fingerprint = {"schema_version": SCHEMA_VERSION, "pipeline": output_settings(cfg)}
@@ -156,7 +158,7 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
 def write_timings(out: Path, result: BuildResult) -> None:
     """This run's worker time per stage, beside (not in) the manifest, which must not depend on timing."""
     timings = {**result.stage_seconds, "frames": result.frames, "wall_seconds": round(result.seconds, 3)}
-    (out / "timings.json").write_text(json.dumps(timings, indent=1))
+    write_json(out / "timings.json", timings, sort_keys=False)
 
 
 def _run(videos: int, pool: WorkerPool, staging: Staging, root: Path | None, result: BuildResult, *,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from .reading import ManifestError, load_manifest, safe_samples
 from .media import npy_bytes, read_wav
 from .schema import SPEECH_LAYER, TEXT_LAYER
 from .shards import write_tar
+from .storage import write_json
 from .verify import shard_checksum
 from .stages.features import clip_text, make_speech_backend, make_text_encoder
 
@@ -95,7 +95,7 @@ def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progre
                    for key, members in safe_samples(path)]     # one shard in memory: read fully, then replace it
         shard.update(sha256=write_tar(path, samples), bytes=path.stat().st_size)
         written[shard["path"]] = shard["sha256"]
-        _write_json(journal, written)
+        write_json(journal, written)
         if progress:
             progress(shard["path"])
     for backend in speech:
@@ -107,12 +107,7 @@ def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progre
     manifest["members"].setdefault("text.json", "the clip's motion prompts and where they came from")
     manifest.setdefault("extended", []).append({"features": features, "speech": cfg.speech.model_dump(mode="json"),
                                                 "text": cfg.text.model_dump(mode="json")})
-    _write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)
     journal.unlink(missing_ok=True)
     return manifest
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)

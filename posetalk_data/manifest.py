@@ -19,7 +19,6 @@ Example: `video_id in ['a', 'b'] and pose_fit_rms < 0.02 and 'small_face' not in
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ import pyarrow.parquet as pq
 
 from .reading import FORMAT, URL, ManifestError, load_manifest, read_samples, selection
 from .shards import SAMPLES_SCHEMA
+from .storage import write_json
 from .where import WhereError, compile_where
 
 FEATURE_VERSIONS = ("face_detector", "face_mesh", "landmarks", "face_template", "gaze")   # what changes the arrays
@@ -171,9 +171,7 @@ def _write_derived(out_path: str | Path, parts: list[tuple[Path, dict, list[dict
                 "tables": {"samples": table_name},
                 "counts": {"samples": len(table), "shards": len(shards), "videos": len({r["video_id"] for r in table}),
                            "hours": round(sum(r["duration"] for r in table) / 3600, 4)}}
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, out_path)
+    write_json(out_path, manifest)
     return manifest
 
 

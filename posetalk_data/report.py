@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no
 
 from .geometry import euler_to_rotation
 from .reading import read_table, safe_samples, selection
+from .storage import write_atomic
 
 MAX_CLIPS = 300
 THUMB_PX = 192
@@ -75,10 +75,7 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
             f"</head><body>{''.join(body)}{RENDER_CHECK}</body></html>")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)  # never leave a half-written report
-    return path
+    return write_atomic(path, page)  # never leave a half-written report
 
 
 # ---------------------------------------------------------------- reading

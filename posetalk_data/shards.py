@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .schema import MEMBERS, SCHEMA_VERSION, ClipRecord, VideoSpec
+from .storage import crash_point, write_json
 
 SHARD_PREFIX = "posetalk"
 QUALITY_COLUMNS = ["face_present_fraction", "landmark_confidence", "landmarks_found_fraction", "pose_fit_rms",
@@ -61,6 +62,19 @@ def _digest(*parts: object) -> str:
     return hashlib.sha1("\0".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
+STAGING_DIR = ".staging"
+STAGING_MARKER = "posetalk-staging.json"    # written first, so a staging is recognisable from the moment it exists
+
+
+def is_staging(folder: Path) -> bool:
+    """`folder` is a build's staging: its marker, a build.json of a staging made before the marker existed, or
+    what a kill can leave before the marker is in place (an empty folder, or only the marker's temporary file)."""
+    if not folder.is_dir():
+        return False
+    names = {p.name for p in folder.iterdir()}
+    return bool(names & {STAGING_MARKER, "build.json"}) or names <= {f"{STAGING_MARKER}.tmp"}
+
+
 class Staging:
     """Finished samples and per-video results of a build, kept under OUT/.staging.
 
@@ -69,11 +83,14 @@ class Staging:
     """
 
     def __init__(self, out: Path):
-        root = out / ".staging"
+        root = out / STAGING_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / STAGING_MARKER).is_file():
+            write_json(root / STAGING_MARKER, {"format": "posetalk-staging", "schema_version": SCHEMA_VERSION})
         self.samples_dir, self.videos_dir, self.shards_dir = root / "samples", root / "videos", root / "shards"
         self.fingerprint_path = root / "build.json"
         for d in (self.samples_dir, self.videos_dir, self.shards_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(exist_ok=True)
 
     def check_fingerprint(self, fingerprint: dict, *, partial: bool = False) -> None:
         """Staged clips are reused only by a build with the same config and versions (never mixed silently).
@@ -89,7 +106,7 @@ class Staging:
                     f"{path.parent.parent} holds clips staged with a different {', '.join(differs)}; "
                     "rerun with --fresh to discard them, or choose another --out")
         elif not partial:
-            path.write_text(json.dumps(fingerprint, sort_keys=True))
+            write_json(path, fingerprint, indent=None)
 
     def _marker(self, spec: VideoSpec) -> Path:
         return self.videos_dir / f"{_digest(spec.source, spec.video_id, spec.start, spec.end)}.json"
@@ -103,9 +120,7 @@ class Staging:
                 self._put_sample(record)
         marker = {"video_id": spec.video_id, "keys": sorted(r.key for r in records if r.ok),
                   "failures": [failure_row(r, root) for r in records if not r.ok]}
-        tmp = self._marker(spec).with_suffix(".tmp")
-        tmp.write_text(json.dumps(marker, sort_keys=True))
-        os.replace(tmp, self._marker(spec))
+        write_json(self._marker(spec), marker, indent=None)
 
     def _put_sample(self, record: ClipRecord) -> None:
         final = self.samples_dir / record.key
@@ -156,6 +171,7 @@ def write_tar(final: Path, samples) -> str:
         for key, members in samples:
             writer.write({"__key__": key, **members})
         writer.close()
+    crash_point(f"write:{final.name}")
     os.replace(tmp, final)
     return sha256_file(final)
 
@@ -176,7 +192,7 @@ def write_shards(staging: Staging, keys: list[str], out: Path, per_shard: int) -
             digest = before["sha256"]
         else:
             digest = write_tar(final, ((key, staging.members(key)) for key in chunk))
-            record.write_text(json.dumps({"keys": chunk, "sha256": digest}))
+            write_json(record, {"keys": chunk, "sha256": digest}, indent=None, sort_keys=False)
         shards.append({"path": final.relative_to(out).as_posix(), "sha256": digest,
                        "samples": len(chunk), "bytes": final.stat().st_size, "keys": chunk})
     for record in staging.shards_dir.glob("*.tar.json"):   # shards an earlier run of this build wrote ...
@@ -226,7 +242,5 @@ def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_sh
         "sources": [{k: v for k, v in s.items() if k != "abs_path"} for s in sources],
         "tables": {"samples": "samples.parquet", "failures": "failures.parquet"},
     }
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, out / "manifest.json")
+    write_json(out / "manifest.json", manifest)
     return manifest

@@ -16,6 +16,7 @@ from posetalk_data.build import build
 from posetalk_data.config import load_config
 from posetalk_data.shards import StagingMismatch
 from posetalk_data.sources.folder import folder_specs
+from posetalk_data.storage import CRASH_ENV
 
 OVERRIDES = ["facetrack.crop_size=128", "write.samples_per_shard=1"]
 
@@ -29,10 +30,11 @@ def inputs(samples, tmp_path_factory) -> Path:
     return root
 
 
-def run_build(inputs: Path, out: Path, *extra: str) -> subprocess.Popen:
+def run_build(inputs: Path, out: Path, *extra: str, crash_at: str | None = None) -> subprocess.Popen:
     args = [sys.executable, "-m", "posetalk_data.cli", "build", "--src", "folder", "--input", str(inputs),
             "--out", str(out), "--workers", "0", *[a for o in OVERRIDES for a in ("--set", o)], *extra]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | ({CRASH_ENV: crash_at} if crash_at else {})
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
@@ -60,6 +62,27 @@ def test_kill_9_then_resume_gives_identical_outputs(inputs, reference, tmp_path)
     assert 2 <= len(list(markers.glob("*.json"))) < 4
 
     assert run_build(inputs, out).wait() == 0
+    assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
+    assert shard_bytes(out) == shard_bytes(reference)
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("point, left", [
+    ("write:posetalk-staging.json", ".staging/posetalk-staging.json.tmp"),   # the very first write of a build
+    ("write:build.json", ".staging/build.json.tmp"),          # start-up: workers up, no video finished yet
+    ("write:posetalk-000001.tar", "shards/posetalk-000001.tar.tmp"),          # one shard written, the next half
+    ("write:manifest.json", "manifest.json.tmp"),                             # everything but the manifest
+])
+def test_kill_9_at_any_moment_then_resume(inputs, reference, tmp_path, point, left):
+    """A build killed at each of these moments (SIGKILL, exactly there) and run again with the same command ends
+    with the uninterrupted build's manifest and shard bytes."""
+    out = tmp_path / "out"
+    proc = run_build(inputs, out, crash_at=point)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert (out / left).is_file() and not (out / "manifest.json").exists()
+
+    again = run_build(inputs, out)
+    assert again.wait() == 0, again.stderr.read().decode()[-2000:]
     assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
     assert shard_bytes(out) == shard_bytes(reference)
     assert not list(out.rglob("*.tmp"))
