@@ -105,14 +105,17 @@ def _progress(console: Console) -> Progress:
 
 def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str, root: Path | None,
           workers: int | None = None, address: str | None = None, fresh: bool = False, retry_failed: bool = False,
-          skipped: list[dict] = (), console: Console | None = None) -> BuildResult:
+          skipped: list[dict] = (), console: Console | None = None,
+          processor: VideoProcessor | None = None) -> BuildResult:
     """Build (or resume building) OUT from the videos; a killed build rerun with the same arguments redoes only
     the videos it had not finished and ends with the same manifest and shards as an uninterrupted one.
-    `skipped` are failure rows for clips the source adapter left out (they count as dropped)."""
+    `skipped` are failure rows for clips the source adapter left out (they count as dropped); `processor`: one the
+    caller built and preflighted already (the CLI does, before the source plan)."""
     console = console or Console(stderr=True)
     check_out_dir(out, allow=(root,) if root is not None else ())
-    processor = VideoProcessor(cfg)
-    preflight(processor)
+    if processor is None:
+        processor = VideoProcessor(cfg)
+        preflight(processor)
     console.print(describe(processor.stages))
     if fresh and is_staging(out / STAGING_DIR):   # only a staging this tool made
         shutil.rmtree(out / STAGING_DIR)
@@ -129,7 +132,8 @@ def build(specs: list[VideoSpec], out: Path, cfg: PipelineConfig, *, source: str
     if result.resumed:
         console.print(f"resuming: {result.resumed} of {len(specs)} videos were finished by an earlier run")
     workers = default_workers(address) if workers is None else workers
-    pool = WorkerPool(cfg, workers=workers, address=address, videos=max(len(todo), 1))   # models load from here
+    pool = WorkerPool(cfg, workers=workers, address=address, videos=max(len(todo), 1),   # models load from here
+                      processor=processor)
     try:
         pool.start(todo)                        # the videos go to the workers at once ...
         versions = {**package_versions(), **pool.versions()}   # ... while the model workers report their versions

@@ -76,7 +76,8 @@ def build(
         cfg = load_config(pipeline or shipped(src), overrides,
                           profile or ("paper" if src in DATASETS else "offline"))
         check_out_dir(out)                  # before the source writes anything (the demo writes its videos)
-        preflight(VideoProcessor(cfg))      # missing ffmpeg or weights: fail now, before any clip
+        processor = VideoProcessor(cfg)
+        preflight(processor)                # missing ffmpeg or weights: fail now, before any clip
         plan = source_plan(src, root or input_dir, out, **source_options(src, download, view))
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
@@ -90,7 +91,8 @@ def build(
                      if plan.skipped else ""))
     try:
         result = run_build(plan.specs, out, cfg, source=src, root=plan.root, workers=workers, address=ray_address,
-                           fresh=fresh, retry_failed=retry_failed, skipped=plan.skipped, console=console)
+                           fresh=fresh, retry_failed=retry_failed, skipped=plan.skipped, console=console,
+                           processor=processor)
     except (FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     print_summary(result)

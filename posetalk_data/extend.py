@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .config import PipelineConfig
 from .reading import ManifestError, load_manifest, safe_samples
-from .media import npy_bytes, read_wav
+from .media import flac_samples, npy_bytes
 from .schema import SPEECH_LAYER, TEXT_LAYER
 from .shards import write_tar
 from .storage import write_json
@@ -43,18 +42,11 @@ def plan_layers(features: list[str], cfg: PipelineConfig) -> tuple[list, list]:
     return speech, text
 
 
-def _audio(flac: bytes) -> np.ndarray:
-    with tempfile.NamedTemporaryFile(suffix=".flac") as f:
-        f.write(flac)
-        f.flush()
-        return read_wav(f.name)
-
-
 def extend_sample(members: dict[str, bytes], key: str, speech: list, text: list, n_prompts: int) -> dict[str, bytes]:
     frames = json.loads(members["meta.json"])["frames"]
     out = dict(members)
     if speech:
-        audio = _audio(members["audio.flac"])
+        audio = flac_samples(members["audio.flac"])
         for backend in speech:
             out[backend.member_name] = npy_bytes(backend.features(audio, frames))
     if text:

@@ -262,6 +262,34 @@ def flac_bytes(samples: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
+def flac_samples(data: bytes) -> np.ndarray:
+    """FLAC bytes (a shard's audio.flac) -> float32 mono samples in -1..1, as read_wav gives them; in-process."""
+    import av
+
+    with av.open(io.BytesIO(data), "r") as container:
+        parts = [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]
+    pcm = np.concatenate(parts) if parts else np.zeros(0, np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def mp4_frames(data: bytes, indices: list[int] | None = None, size: int | None = None) -> np.ndarray:
+    """(n, h, w, 3) uint8 RGB frames of a video held in memory (a shard's video.mp4): all, or `indices` (each
+    decoded once, in stream order). `size`: resized to size x size after decoding at the stored size (decord's
+    own scaling fails at some sizes, e.g. 48 px)."""
+    import cv2
+    import decord
+
+    reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
+    wanted = sorted(set(range(len(reader)) if indices is None else indices))
+    frames = reader.get_batch(wanted).asnumpy()
+    if indices is not None:
+        frames = frames[np.searchsorted(wanted, indices)]
+    if size is not None and frames.shape[1:3] != (size, size):
+        interp = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_CUBIC
+        frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+    return frames
+
+
 def still_video(image: str | Path, out: str | Path, *, seconds: float, fps: int) -> Path:
     """A still image as a constant video (even frame size, H.264 at high quality), for stages that read video."""
     _run(["-loop", "1", "-i", safe_path(image), "-t", f"{seconds}", "-r", str(fps), "-vf",

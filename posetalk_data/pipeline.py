@@ -47,6 +47,11 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
 MODEL_STAGES = ("speech", "text", "encode")
 
 
+def part_of(stages: list[Stage], part: str) -> list[Stage]:
+    """The stages of a part: "all", "video" (all but the model stages) or "models" (the model stages alone)."""
+    return stages if part == "all" else [s for s in stages if (s.name in MODEL_STAGES) == (part == "models")]
+
+
 def check_wiring(stages: list[Stage]) -> None:
     """Every stage's inputs must be produced by an earlier stage (a programming error otherwise)."""
     have: set[str] = set()
@@ -85,9 +90,8 @@ class VideoProcessor:
     the model stages alone, on records from a "video" processor (`finish`)."""
 
     def __init__(self, cfg: PipelineConfig, part: str = "all"):
-        stages = build_stages(cfg)
         self.part = part
-        self.stages = stages if part == "all" else [s for s in stages if (s.name in MODEL_STAGES) == (part == "models")]
+        self.stages = part_of(build_stages(cfg), part)
         self._ready = False
 
     def setup(self) -> None:
@@ -102,9 +106,10 @@ class VideoProcessor:
         return {speech.backend.member_name: f"{SPEECH_LAYER[0]} ({speech.cfg.backend})",
                 text.encoder.member_name: f"{TEXT_LAYER[0]} ({text.cfg.encoder})"}
 
-    def versions(self) -> dict[str, str]:
+    def versions(self, part: str = "all") -> dict[str, str]:
+        """The versions of this processor's stages (of `part` of them)."""
         out: dict[str, str] = {}
-        for stage in self.stages:
+        for stage in part_of(self.stages, part):
             out.update(stage.versions())
         return out
 

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no global pyplot state
 
 from .geometry import euler_to_rotation
+from .media import mp4_frames
 from .reading import read_table, safe_samples, selection
 from .storage import write_atomic
 
@@ -321,8 +322,7 @@ def _decode_frame(video: bytes, index: int) -> np.ndarray | None:
     import decord
 
     try:
-        reader = decord.VideoReader(io.BytesIO(video), num_threads=1)
-        frame = reader[min(index, len(reader) - 1)].asnumpy()
+        frame = mp4_frames(video, [index])[0]
     except (decord.DECORDError, RuntimeError, IndexError):
         return None
     return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .config import PipelineConfig
-from .pipeline import VideoProcessor, VideoResult, worker_resources
+from .pipeline import VideoProcessor, VideoResult, part_of, worker_resources
 from .schema import ClipRecord, VideoSpec
 
 
@@ -60,18 +60,19 @@ class WorkerPool:
     result) as videos finish; `close()` ends the actors."""
 
     def __init__(self, cfg: PipelineConfig, *, workers: int, address: str | None = None,
-                 videos: int | None = None):
+                 videos: int | None = None, processor: VideoProcessor | None = None):
         self.cfg, self.processor, self.actors, self.model_actors, self.node_refs = cfg, None, [], [], []
+        self.plan = processor or VideoProcessor(cfg)    # the driver's stages: worker sizes and versions
         self._ending: threading.Thread | None = None
         if workers == 0:
-            self.processor = VideoProcessor(cfg)
+            self.processor = self.plan                  # ... or the in-process run itself
             return
         import ray
 
         self.owns_ray = not ray.is_initialized()    # a local Ray this pool starts, and so ends
         self.ray = _ensure_ray(address, None)
         self.video_part = part = "video" if cfg.models.pool else "all"
-        need = worker_resources(VideoProcessor(cfg, part).stages)
+        need = worker_resources(part_of(self.plan.stages, part))
         self.video_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
                                                                     scheduling_strategy="SPREAD")
         self.actors = [self._start(self.video_cls, part) for _ in range(max(1, min(workers, videos or workers)))]
@@ -92,8 +93,8 @@ class WorkerPool:
         model stages' from a model worker, which has loaded the models anyway and has no video ahead of this
         question (without a model pool, or in-process, this process loads them)."""
         if not self.model_actors:
-            return (self.processor or VideoProcessor(self.cfg)).versions()
-        return {**VideoProcessor(self.cfg, "video").versions(), **self.ray.get(self.model_actors[0].versions.remote())}
+            return self.plan.versions()
+        return {**self.plan.versions("video"), **self.ray.get(self.model_actors[0].versions.remote())}
 
     def nodes(self) -> list[str]:
         """The Ray node id of each video worker started ([] in-process; a worker already dead is left out)."""

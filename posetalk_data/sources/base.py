@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from ..media import MediaError, ProbeInfo, probe
 from ..schema import VideoSpec
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv", ".mpg", ".mpeg", ".ts"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm", ".avi", ".m4v", ".flv", ".ts", ".wmv", ".3gp"}   # every source
 AUDIO_SUFFIXES = {".m4a", ".wav", ".mp3", ".aac", ".flac", ".opus", ".ogg"}
 SPLIT_SEED = "posetalk-split-v1"
 SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))

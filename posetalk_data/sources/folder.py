@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..schema import VideoSpec
-
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm", ".avi", ".m4v", ".flv", ".ts", ".wmv", ".3gp"}
+from .base import VIDEO_SUFFIXES
 
 
 def _inside(path: Path, folder: Path) -> bool:
