@@ -6,25 +6,18 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .cli_manifest import app as manifest_app
+from .cli_models import app as models_app
+from .cli_output import console, fail
 from .config import ConfigError, load_config, shipped
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(manifest_app, name="manifest")
 sources_app = typer.Typer(help="Look at a dataset folder before building it.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
-models_app = typer.Typer(help="Fetch the speech and text models a profile needs (on a machine with internet).",
-                         no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console(stderr=True)
-
-def fail(message: str, hint: str = "") -> None:
-    # soft wrap: a path in the message stays whole, so it can be copied from the terminal
-    console.print(f"[bold red]error:[/] {message}" + (f"\n[dim]{hint}[/]" if hint else ""), soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -151,39 +144,6 @@ def inspect_source(
     except ValueError as err:
         fail(str(err))
     typer.echo(json.dumps(report, indent=1, default=str) if as_json else render_inspection(report))
-
-
-@models_app.command("pull")
-def models_pull(
-    profile: str = typer.Option("paper", "--profile", help="The profile whose models to fetch."),
-    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML naming other models."),
-    overrides: list[str] = typer.Option([], "--set", help="Config overrides, as for build."),
-) -> None:
-    """Download the profile's speech model and CLIP weights into the Hugging Face cache (HF_HOME); copy that
-    cache to offline machines. Builds themselves never download."""
-    from .stages.features import make_speech_backend
-    from .weights import pull_hf
-
-    try:
-        cfg = load_config(pipeline, overrides, profile)
-    except ConfigError as err:
-        fail(str(err))
-    repos = []
-    if cfg.speech.backend != "mel":
-        repos.append((make_speech_backend(cfg.speech).model_id, cfg.speech.revision))
-    if cfg.text.encoder == "clip":
-        import open_clip
-
-        hub = open_clip.get_pretrained_cfg(cfg.text.model, cfg.text.pretrained).get("hf_hub", "").strip("/")
-        repos.append(("/".join(hub.split("/")[:2]), None))
-    for repo, revision in repos:
-        try:
-            console.print(f"{repo}: {pull_hf(repo, revision=revision)}")
-        except Exception as err:   # huggingface_hub raises many kinds (offline, 404, auth); all mean "not fetched"
-            fail(f"could not download {repo}: {type(err).__name__}: {err}",
-                 "This needs internet access (and HF_HUB_OFFLINE unset).")
-    if not repos:
-        console.print(f"profile {profile}: nothing to download (its models ship inside installed packages)")
 
 
 @app.command()

@@ -264,7 +264,7 @@ class HFSpeechBackend(SpeechBackend):
                 return found[0], found[1], "hf-cache"
             looked.append(f"Hugging Face cache {hf_cache_dir(self.cache_dir)}")
         raise WeightsMissing(missing_message(f"Speech model ({self.name})", self.model_id, looked,
-                                             "speech.local_dir"))
+                                             "speech.local_dir", pull=self.name))
 
     def setup(self) -> None:
         if self._model is not None:

@@ -92,7 +92,7 @@ class OpenClipText(TextEncoder):
                     return found, found.parent.name, "hf-cache"
                 looked.append(f"Hugging Face cache {hf_cache_dir(self.cache_dir)} ({repo_id})")
         raise WeightsMissing(missing_message(f"CLIP text encoder ({self.model}, {self.pretrained})", repo_id,
-                                             looked, "text.local_path"))
+                                             looked, "text.local_path", pull="clip"))
 
     def setup(self) -> None:
         if self._model is not None:

@@ -47,7 +47,8 @@ def evaluate(
     size: int = typer.Option(None, "--size", min=32, help="Evaluation size (default: the generator's, else 256)."),
     lpips_weights: str = typer.Option(None, "--lpips-weights", help="torchvision's alexnet-owt-7be5be79.pth (else "
                                                                     "the torch hub cache)."),
-    syncnet_weights: str = typer.Option(None, "--syncnet-weights", help="syncnet_v2.model for LSE-D / LSE-C."),
+    syncnet_weights: str = typer.Option(None, "--syncnet-weights", help="syncnet_v2.model for LSE-D / LSE-C (else "
+                                                                        "the torch hub cache)."),
     sync_run: Path = typer.Option(None, "--sync", help="The posetalk lip-sync expert run (PS-D / PS-C)."),
     max_clips: int = typer.Option(None, "--max-clips", min=1, help="Evaluate the first N clips only."),
     max_frames: int = typer.Option(None, "--max-frames", min=10, help="Evaluate each clip's first N frames only."),

@@ -176,13 +176,14 @@ def scorers(*, lpips_weights: str | None, syncnet_weights: str | None, sync_run:
         out.identity = vm.DlibIdentity()
     except WeightsMissing as err:
         out.errors["identity_dlib"] = str(err)
-    if syncnet_weights:
-        from .syncnet_v2 import load_syncnet
+    from .syncnet_v2 import load_syncnet
 
-        out.syncnet = load_syncnet(syncnet_weights, device)    # asked for by path: a missing file is an error
-    else:
-        out.errors["lse_d / lse_c"] = ("SyncNet's LSE needs its weights: download syncnet_v2.model "
-                                       "(joonson/syncnet_python) and pass --syncnet-weights")
+    try:
+        out.syncnet = load_syncnet(syncnet_weights, device)
+    except WeightsMissing as err:
+        if syncnet_weights:
+            raise                                          # asked for by path: a missing file is an error
+        out.errors["lse_d / lse_c"] = str(err)
     if sync_run:
         from .syncnet import SyncExpert, SyncExpertConfig
         from .runs import load_weights, require_checkpoint

@@ -18,8 +18,6 @@ from torch import nn
 
 from posetalk_data.weights import checkpoint_file
 
-VGG_FILE = "vgg19-dcbb9e9d.pth"
-VGG_URL = f"https://download.pytorch.org/models/{VGG_FILE}"
 VGG_LAYERS = (1, 6, 11, 20, 29)          # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19.features
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -75,7 +73,7 @@ class Perceptual(nn.Module):
 
         features = make_layers(cfgs["E"])[:VGG_LAYERS[-1] + 1]     # VGG19's convolutions, not its 120 M classifier
         if weights != "random":
-            path = checkpoint_file("VGG19 (perceptual loss)", weights, VGG_FILE, VGG_URL, "loss.vgg_weights")
+            path = checkpoint_file("VGG19 (perceptual loss)", weights, "vgg19", "loss.vgg_weights")
             state = torch.load(Path(path), map_location="cpu", weights_only=True)
             features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
                                       if k.startswith("features.") and int(k.split(".")[1]) <= VGG_LAYERS[-1]})

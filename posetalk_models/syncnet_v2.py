@@ -15,9 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from posetalk_data.weights import WeightsMissing
-
-WEIGHTS_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
+from posetalk_data.weights import checkpoint_file
 
 
 def _conv(kind, c_in: int, c_out: int, k, **kw) -> list[nn.Module]:
@@ -53,11 +51,9 @@ class SyncNetV2(nn.Module):
         return self.netfclip(self.netcnnlip(frames).flatten(1))
 
 
-def load_syncnet(path: str | Path, device="cpu") -> SyncNetV2:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsMissing(f"SyncNet weights not found at {path}: download {WEIGHTS_URL} on a machine with internet "
-                             "and give its path with --syncnet-weights")
+def load_syncnet(path: str | Path | None, device="cpu") -> SyncNetV2:
+    """From `path`, else syncnet_v2.model in the torch hub cache (where `posetalk-data models pull` puts it)."""
+    path = checkpoint_file("SyncNet v2 (LSE-D / LSE-C)", path, "syncnet", "--syncnet-weights")
     model = SyncNetV2()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()

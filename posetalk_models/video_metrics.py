@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from posetalk_data.geometry import fit_head_pose, landmarks_to_face_frame, load_face_template
-from posetalk_data.weights import WeightsMissing, checkpoint_file
+from posetalk_data.weights import WEIGHT_FILES, WeightsMissing, checkpoint_file
 
 from .extract import FaceTrack
 
-LPIPS_FILE = "alexnet-owt-7be5be79.pth"
-LPIPS_URL = f"https://download.pytorch.org/models/{LPIPS_FILE}"
+LPIPS_FILE = WEIGHT_FILES["alexnet"].filename    # torchvision looks for it under this name
 # MediaPipe mesh points that move with expression: lips, eyelids, brows
 EXPRESSION_POINTS = np.array(sorted({61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39,
                                      40, 185, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312,
@@ -86,9 +85,9 @@ class LPIPS:
         import os
         import tempfile
 
+        path = checkpoint_file("LPIPS AlexNet backbone", weights, "alexnet", "--lpips-weights")   # before the import
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-        path = checkpoint_file("LPIPS AlexNet backbone", weights, LPIPS_FILE, LPIPS_URL, "--lpips-weights")
         with tempfile.TemporaryDirectory() as home:    # torchvision finds the file where it would download it
             cache = Path(home) / "hub" / "checkpoints"
             cache.mkdir(parents=True)

@@ -26,6 +26,7 @@ def test_missing_fan_weights_is_a_fast_clear_error(tmp_path, monkeypatch):
     assert time.perf_counter() - started < 1.0
     text = str(err.value)
     assert FAN_FILE in text and str(tmp_path) in text and "landmarks.fan_weights" in text and "mediapipe" in text
+    assert "posetalk-data models pull --only fan" in text
 
 
 def test_fan_backend_runs_real_code_with_tiny_random_model(tmp_path, samples):

@@ -183,7 +183,7 @@ def test_open_clip_missing_weights_fail_fast(tmp_path, tiny_clip):
         with pytest.raises(WeightsMissing) as err:
             enc.setup()
         assert time.perf_counter() - started < 1.0
-        for needle in ("ViT-B-32", "posetalk-data models pull", "HF_HOME", "text.local_path"):
+        for needle in ("ViT-B-32", "posetalk-data models pull --only clip", "HF_HOME", "text.local_path"):
             assert needle in str(err.value)
     assert "timm/vit_base_patch32_clip_224.openai" in str(
         pytest.raises(WeightsMissing, OpenClipText(cache_dir=str(tmp_path)).check).value)

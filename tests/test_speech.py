@@ -204,7 +204,7 @@ def test_missing_weights_fail_fast_with_the_ways_out(tmp_path, options):
             speech_backend(kind, **options).setup()
         assert time.perf_counter() - started < 1.0
         message = str(err.value)
-        for needle in (model_id, "posetalk-data models pull", "HF_HOME", "speech.local_dir", "offline"):
+        for needle in (model_id, f"posetalk-data models pull --only {kind}", "HF_HOME", "speech.local_dir", "offline"):
             assert needle in message
         assert isinstance(err.value, FileNotFoundError)
 

@@ -190,6 +190,7 @@ def test_perceptual_loss_needs_vgg_weights_and_says_where(video_build, tmp_path,
     args = ("coarse", "--tiny", "--manifest", video_build / "one.json", "--max-steps", "2")
     missing = train_cli(*args, "--out", tmp_path / "a", *sets("loss.perceptual=1"))
     assert missing.exit_code == 2 and "vgg19-dcbb9e9d.pth" in missing.output and "loss.vgg_weights" in missing.output
+    assert "posetalk-data models pull --only vgg19" in " ".join(missing.output.split())
     weights = tmp_path / "vgg19.pth"      # an untrained VGG19 saved as torchvision names its weights
     torch.save({f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}, weights)
     given = train_cli(*args, "--out", tmp_path / "b", *sets("loss.perceptual=1", f"loss.vgg_weights={weights}",

@@ -15,11 +15,11 @@ import numpy as np
 from ..config import LandmarksConfig
 from ..media import read_frames
 from ..schema import VIDEO_FPS, ClipRecord
-from ..weights import torch_hub_checkpoint
+from ..weights import WEIGHT_FILES, pull_command
 from .base import ClipFailure, Resources, Stage
 
-FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
-FAN_URL = f"https://www.adrianbulat.com/downloads/python-fan/{FAN_FILE}"
+FAN_WEIGHTS = WEIGHT_FILES["fan"]
+FAN_FILE = FAN_WEIGHTS.filename
 
 
 def fill_gaps(points: np.ndarray) -> np.ndarray:
@@ -34,7 +34,7 @@ def fill_gaps(points: np.ndarray) -> np.ndarray:
 
 
 def fan_weights_path(cfg: LandmarksConfig) -> Path:
-    return Path(cfg.fan_weights).expanduser() if cfg.fan_weights else torch_hub_checkpoint(FAN_FILE)
+    return Path(cfg.fan_weights).expanduser() if cfg.fan_weights else FAN_WEIGHTS.path
 
 
 class FanLandmarks:
@@ -108,8 +108,9 @@ class LandmarksStage(Stage):
         """Fail before any work when the selected backend's weights are missing."""
         if self.cfg.backend == "fan" and not fan_weights_path(self.cfg).is_file():
             raise FileNotFoundError(
-                f"FAN landmark weights not found at {fan_weights_path(self.cfg)}. On a machine with internet, "
-                f"download {FAN_URL} and place it there (the torch hub cache, $TORCH_HOME/hub/checkpoints), or set "
+                f"FAN landmark weights not found at {fan_weights_path(self.cfg)}. On a machine with internet, run "
+                f"`{pull_command(FAN_WEIGHTS.name)}` (it places {FAN_WEIGHTS.url} at {FAN_WEIGHTS.path}, the "
+                "torch hub cache), or set "
                 "landmarks.fan_weights=/path/to/file in the pipeline YAML or as an override; or use "
                 "landmarks.backend=mediapipe, which needs no download.")
 

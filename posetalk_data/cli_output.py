@@ -1,0 +1,13 @@
+"""The one error style of posetalk-data's commands: one line naming the problem, a dim hint with the next step."""
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def fail(message: str, hint: str = "") -> None:
+    # soft wrap: a path in the message stays whole, so it can be copied from the terminal
+    console.print(f"[bold red]error:[/] {message}" + (f"\n[dim]{hint}[/]" if hint else ""), soft_wrap=True)
+    raise typer.Exit(2)
