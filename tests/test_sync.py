@@ -174,3 +174,13 @@ def test_measure_on_synthetic_signals():
 def test_sync_settings_are_part_of_the_staging_fingerprint():
     assert output_settings(load_config(None, ["sync.max_shift_frames=3"])) != output_settings(load_config(None))
     assert output_settings(load_config(None))["sync"]["search_frames"] == 15
+
+
+def test_report_shows_the_offsets(sync_build, tmp_path):
+    from posetalk_data.report import write_report
+
+    page = write_report(tmp_path, manifest_path=sync_build / "manifest.json", max_thumbnails=0).read_text()
+    section = page[page.index('id="av-sync"'):]
+    section = section[: section.index("</section>")]
+    assert 'id="fig-av-sync"' in section and "<td>clips measured</td><td class=n>7</td>" in section
+    assert "<td>voice_over</td><td class=n>1</td>" in section
