@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -16,39 +15,28 @@ import pytest
 
 from posetalk_data import avsync
 from posetalk_data.config import load_config, output_settings
-from posetalk_data.media import read_wav
+from posetalk_data.media import audio_moved_copy, read_wav
 from posetalk_data.schema import VideoSpec
 
-FFMPEG = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
 SHIFTS = {"d11": (-3, 5), "feifeili": (-6, 2)}   # frames the copies' audio is moved (positive: later)
-
-
-def moved(frames: int) -> str:
-    """An ffmpeg audio filter moving the audio by whole frames: later (silence in front) or earlier (cut)."""
-    ms = abs(frames) * 40
-    return f"adelay={ms}:all=1" if frames > 0 else f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS"
 
 
 @pytest.fixture(scope="session")
 def sync_specs(samples: Path, tmp_path_factory) -> list[VideoSpec]:
+    """The two originals, copies of them with their audio moved by SHIFTS (video stream copied), and the child's
+    face with a radio speaker's voice."""
     root = tmp_path_factory.mktemp("sync_in")
     d11 = samples / "videos" / "liveportrait_d11.mp4"
     pair = samples / "paired" / "styletalk_feifeili_clip1"
     specs = [VideoSpec("folder", "d11", str(d11)),
              VideoSpec("folder", "feifeili", str(pair / "feifeili_clip1.mp4"), str(pair / "feifeili_clip1.wav"))]
-    for shift in SHIFTS["d11"]:
-        out = root / f"d11_{shift:+d}.mkv"
-        subprocess.run([*FFMPEG, "-i", str(d11), "-map", "0:v", "-c:v", "copy", "-map", "0:a", "-af", moved(shift),
-                        "-c:a", "pcm_s16le", str(out)], check=True)
-        specs.append(VideoSpec("folder", f"d11_{shift:+d}", str(out)))
-    for shift in SHIFTS["feifeili"]:
-        wav = root / f"feifeili_{shift:+d}.wav"
-        subprocess.run([*FFMPEG, "-i", str(pair / "feifeili_clip1.wav"), "-af", moved(shift), str(wav)], check=True)
-        specs.append(VideoSpec("folder", f"feifeili_{shift:+d}", str(pair / "feifeili_clip1.mp4"), str(wav)))
-    voice_over = root / "d11_voice_over.mkv"   # the child's face, a radio speaker's voice
-    subprocess.run([*FFMPEG, "-i", str(d11), "-i", str(samples / "audio" / "sadtalker_RD_Radio31_000.wav"),
-                    "-map", "0:v", "-c:v", "copy", "-map", "1:a", "-c:a", "pcm_s16le", str(voice_over)], check=True)
-    specs.append(VideoSpec("folder", "d11_voice_over", str(voice_over)))
+    for clip, video, audio in (("d11", d11, None), ("feifeili", pair / "feifeili_clip1.mp4",
+                                                      pair / "feifeili_clip1.wav")):
+        for shift in SHIFTS[clip]:
+            audio_moved_copy(video, root / f"{clip}_{shift:+d}.mkv", shift, audio=audio)
+            specs.append(VideoSpec("folder", f"{clip}_{shift:+d}", str(root / f"{clip}_{shift:+d}.mkv")))
+    audio_moved_copy(d11, root / "d11_voice_over.mkv", 0, audio=samples / "audio" / "sadtalker_RD_Radio31_000.wav")
+    specs.append(VideoSpec("folder", "d11_voice_over", str(root / "d11_voice_over.mkv")))
     return specs
 
 
