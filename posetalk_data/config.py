@@ -90,7 +90,8 @@ class SyncConfig(Section):
     correct: bool = True                         # move the audio by the offset found (within the limit below)
     max_shift_frames: int = Field(6, ge=0)       # larger offsets are flagged av_offset_large, not moved
     min_confidence: float = Field(2.5, ge=0)     # below: flagged av_sync_low, not moved (z-score of the peak)
-    voice_over_below: float = Field(2.0, ge=0)   # speech whose confidence stays below this: voice_over
+    voice_over_below: float = Field(2.0, ge=0)   # speech whose confidence stays below this: voice_over ...
+    voice_over_min_s: float = Field(4.0, ge=0)   # ... in a clip this long (shorter ones: too little to tell)
     speech_min_share: float = Field(0.3, ge=0, le=1)    # share of frames with sound for "speech present"
     still_mouth_below: float = Field(0.04, ge=0)  # lip-height spread (eye-corner units) of a mouth that stays shut
     drop_offset_large: bool = False              # drop such clips (a failures.parquet row) instead of flagging

@@ -172,3 +172,18 @@ def test_report_shows_the_offsets(sync_build, tmp_path):
     section = section[: section.index("</section>")]
     assert 'id="fig-av-sync"' in section and "<td>clips measured</td><td class=n>7</td>" in section
     assert "<td>voice_over</td><td class=n>1</td>" in section
+
+
+def test_voice_over_rule_needs_speech_and_enough_seconds_for_the_correlation():
+    from posetalk_data.config import SyncConfig
+    from posetalk_data.stages.sync import SyncStage
+
+    stage = SyncStage(SyncConfig(), silence_dbfs=-60)
+    low = avsync.SyncMeasure(offset=3, confidence=1.2, peak_r=0.2, scores=np.zeros(31))
+    talking = {"av_speech_share": 0.8, "av_mouth_motion": 0.15}
+    assert stage.flags(low, talking, frames=150) == ["av_sync_low", "voice_over"]       # 6 s, low: voice-over
+    assert stage.flags(low, talking, frames=75) == ["av_sync_low"]                      # 3 s: too short to tell
+    assert stage.flags(low, {**talking, "av_mouth_motion": 0.01}, frames=75) == ["av_sync_low", "voice_over"]
+    assert stage.flags(low, {**talking, "av_speech_share": 0.1}, frames=150) == ["av_sync_low"]   # no speech
+    sure_far = avsync.SyncMeasure(offset=9, confidence=4.0, peak_r=0.6, scores=np.zeros(31))
+    assert stage.flags(sure_far, talking, frames=150) == ["av_offset_large"] and stage.shift(sure_far) == 0

@@ -69,7 +69,7 @@ class SyncStage(Stage):
                    "av_speech_share": round(avsync.speech_share(audio, frames, self.silence_dbfs), 3),
                    "av_mouth_motion": round(avsync.mouth_motion(lip), 4)}
         record.meta["av_sync"] = figures
-        for flag in self.flags(found, figures):
+        for flag in self.flags(found, figures, frames):
             if getattr(self.cfg, DROP_SETTING[flag]):
                 raise ClipFailure(f"{flag} (audio offset {found.offset} frames, confidence {found.confidence:.2f}; "
                                   f"sync.{DROP_SETTING[flag]} is set)")
@@ -83,14 +83,17 @@ class SyncStage(Stage):
             return found.offset
         return 0
 
-    def flags(self, found: avsync.SyncMeasure, figures: dict) -> list[str]:
+    def flags(self, found: avsync.SyncMeasure, figures: dict, frames: int) -> list[str]:
         out = []
         if found.offset is None or found.confidence < self.cfg.min_confidence:
             out.append("av_sync_low")
         elif abs(found.offset) > self.cfg.max_shift_frames:
             out.append("av_offset_large")
         talking = figures["av_speech_share"] >= self.cfg.speech_min_share
+        # a shut mouth says it at any length; the correlation only over enough seconds (a 3 s clip of real
+        # talking often stays under 2: see README "Audio-video offset")
+        long_enough = frames >= self.cfg.voice_over_min_s * VIDEO_FPS
         if talking and (figures["av_mouth_motion"] < self.cfg.still_mouth_below
-                        or found.confidence < self.cfg.voice_over_below):
+                        or (long_enough and found.confidence < self.cfg.voice_over_below)):
             out.append("voice_over")
         return out
