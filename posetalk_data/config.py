@@ -82,6 +82,23 @@ class QualityConfig(Section):
     small_face_px: float = 48.0                  # inter-ocular distance below this in the source: flagged
 
 
+class SyncConfig(Section):
+    """Audio-video offset per clip (posetalk_data.avsync, README "Audio-video offset"): measured from the lips and
+    the speech; positive = the audio is late. Flags: av_offset_large, av_sync_low, voice_over."""
+    enabled: bool = True                         # false: no measure, the audio is cut as the source has it
+    search_frames: int = Field(15, ge=1, le=75)  # offsets tried: -search..+search frames at 25 fps
+    correct: bool = True                         # move the audio by the offset found (within the limit below)
+    max_shift_frames: int = Field(6, ge=0)       # larger offsets are flagged av_offset_large, not moved
+    min_confidence: float = Field(2.5, ge=0)     # below: flagged av_sync_low, not moved (z-score of the peak)
+    voice_over_below: float = Field(2.0, ge=0)   # speech whose confidence stays below this: voice_over ...
+    voice_over_min_s: float = Field(4.0, ge=0)   # ... in a clip this long (shorter ones: too little to tell)
+    speech_min_share: float = Field(0.3, ge=0, le=1)    # share of frames with sound for "speech present"
+    still_mouth_below: float = Field(0.04, ge=0)  # lip-height spread (eye-corner units) of a mouth that stays shut
+    drop_offset_large: bool = False              # drop such clips (a failures.parquet row) instead of flagging
+    drop_sync_low: bool = False
+    drop_voice_over: bool = False
+
+
 class SpeechConfig(Section):
     backend: Literal["mel", "wav2vec2", "hubert"] = "mel"
     model: str | None = None                     # hub id; default facebook/wav2vec2-base-960h or hubert-base-ls960
@@ -129,6 +146,7 @@ class PipelineConfig(Section):
     landmarks: LandmarksConfig = LandmarksConfig()
     pose: PoseConfig = PoseConfig()
     quality: QualityConfig = QualityConfig()
+    sync: SyncConfig = SyncConfig()
     speech: SpeechConfig = SpeechConfig()
     text: TextConfig = TextConfig()
     write: WriteConfig = WriteConfig()

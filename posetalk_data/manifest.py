@@ -35,8 +35,9 @@ from .shards import SAMPLES_SCHEMA
 from .storage import write_json
 from .where import WhereError, compile_where
 
-FEATURE_VERSIONS = ("face_detector", "face_mesh", "landmarks", "face_template", "gaze")   # what changes the arrays
-LAYER_VERSIONS = {"video.mp4": ("face_detector", "ffmpeg"), "audio.flac": ("ffmpeg",),
+# what changes the arrays (av_sync: the clip's audio, and so every speech feature)
+FEATURE_VERSIONS = ("face_detector", "face_mesh", "landmarks", "face_template", "gaze", "av_sync")
+LAYER_VERSIONS = {"video.mp4": ("face_detector", "ffmpeg"), "audio.flac": ("ffmpeg", "av_sync"),
                   "landmarks.npy": ("face_mesh", "landmarks"), "pose.npy": ("face_mesh", "landmarks", "face_template"),
                   "gaze.npy": ("face_mesh", "face_template", "gaze"), "meta.json": ("posetalk",)}
 

@@ -232,6 +232,18 @@ def mux_audio(video: str | Path, audio: str | Path, out: str | Path, *, seconds:
           safe_path(out)], "muxing the audio")
 
 
+def audio_moved_copy(video: str | Path, out: str | Path, frames: int, *, audio: str | Path | None = None,
+                     fps: int = 25) -> None:
+    """A copy of `video` whose video stream is copied untouched and whose audio (its own, or `audio`'s) is moved
+    `frames` later (silence in front) or earlier (negative: cut in front), re-encoded as PCM; `out` should be .mkv.
+    For checking the audio-video offset measure (tests/test_sync.py, bench/sync.py) on known offsets."""
+    ms = abs(frames) * 1000 // fps
+    moved = f"adelay={ms}:all=1" if frames > 0 else f"atrim=start={ms / 1000},asetpts=PTS-STARTPTS"
+    inputs = ["-i", safe_path(video)] + (["-i", safe_path(audio)] if audio else [])
+    _run([*inputs, "-map", "0:v:0", "-c:v", "copy", "-map", f"{1 if audio else 0}:a:0", "-af", moved,
+          "-c:a", "pcm_s16le", safe_path(out)], "moving the audio")
+
+
 def read_wav(path: str | Path) -> np.ndarray:
     """An audio file -> float32 mono samples in -1..1 at its own rate: the mono 16-bit WAV that extract_audio
     writes is read directly; anything else (FLAC, other WAVs) through ffmpeg."""

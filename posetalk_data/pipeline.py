@@ -24,6 +24,7 @@ from .stages.normalise import NormaliseStage
 from .stages.pack import PackStage
 from .stages.probe import ProbeStage
 from .stages.quality import QualityStage
+from .stages.sync import SyncStage
 
 
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
@@ -35,7 +36,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         FaceTrackStage(crop),                       # 1:N  one clip per face-continuous span: crop video.mp4 + mesh
         LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  the mesh checked and gap-filled (+ FAN 68 if chosen)
         HeadPoseStage(cfg.pose, crop.crop_size),    # 1:1  yaw/pitch/roll, centre, scale; gaze
-        PackStage(),                                # 1:1  the clip's audio, crop bytes and FLAC as data
+        SyncStage(cfg.sync, cfg.quality.silence_dbfs),  # 1:1  the clip's audio, its offset to the lips corrected
+        PackStage(),                                # 1:1  crop bytes and FLAC as data
         QualityStage(cfg.quality, crop.crop_size),  # 1:1  figures and flags
         # the model stages: in the model workers' pool when there is one (no file of the video worker needed)
         speech,                                     # 1:1  speech features, T rows (mel / wav2vec 2.0 / HuBERT)

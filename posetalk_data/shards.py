@@ -24,13 +24,16 @@ QUALITY_COLUMNS = ["face_present_fraction", "landmark_confidence", "landmarks_fo
                    "crop_padded_fraction", "crop_scale_effective",
                    # gaze consistency (posetalk_data.gaze.consistency) and shut eyes (README: gaze)
                    "gaze_lr_yaw_r", "gaze_lr_pitch_r", "gaze_lr_yaw_diff", "gaze_yaw_range", "gaze_mouth_r",
-                   "gaze_head_yaw_r", "gaze_vergence_offset", "eyes_closed_fraction"]
+                   "gaze_head_yaw_r", "gaze_vergence_offset", "eyes_closed_fraction",
+                   # audio-video offset (stages/sync.py; positive: the audio is late), frames at 25 fps
+                   "av_offset_frames", "av_sync_confidence", "av_shift_applied_frames"]
+QUALITY_TEXT_COLUMNS = ["av_sync_method"]
 SAMPLES_SCHEMA = pa.schema(
     [("key", pa.string()), ("shard", pa.string()), ("source", pa.string()), ("video_id", pa.string()),
      ("source_path", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("frames", pa.int32()),
      ("duration", pa.float64()), ("flags", pa.list_(pa.string())), ("silent", pa.bool_()),
      ("identity", pa.string()), ("split", pa.string())]       # from dataset adapters; null for folders
-    + [(c, pa.float64()) for c in QUALITY_COLUMNS])
+    + [(c, pa.float64()) for c in QUALITY_COLUMNS] + [(c, pa.string()) for c in QUALITY_TEXT_COLUMNS])
 FAILURES_SCHEMA = pa.schema(
     [("source", pa.string()), ("video_id", pa.string()), ("source_path", pa.string()), ("start", pa.float64()),
      ("end", pa.float64()), ("stage", pa.string()), ("reason", pa.string())])
@@ -215,7 +218,7 @@ def sample_rows(staging: Staging, shards: list[dict], root: Path | None, paths: 
                          "duration": meta["frames"] / meta["fps"], "flags": meta["flags"],
                          "silent": bool(quality["silent"]),
                          "identity": meta["extra"].get("identity"), "split": meta["extra"].get("split"),
-                         **{c: quality.get(c) for c in QUALITY_COLUMNS}})
+                         **{c: quality.get(c) for c in QUALITY_COLUMNS + QUALITY_TEXT_COLUMNS}})
     return rows
 
 

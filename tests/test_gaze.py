@@ -102,7 +102,7 @@ def real_clips(samples, tmp_path_factory) -> dict:
     from posetalk_data.schema import ClipRecord, VideoSpec
 
     stages = [s for s in build_stages(PipelineConfig(facetrack={"crop_size": 256}))
-              if s.name in ("probe", "normalise", "facetrack", "landmarks", "headpose", "pack", "quality")]
+              if s.name in ("probe", "normalise", "facetrack", "landmarks", "headpose", "sync", "pack", "quality")]
     out = {}
     for name in VIDEOS:
         records = [ClipRecord(spec=VideoSpec("folder", name, str(samples / "videos" / name)),

@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 from posetalk_data.cli import app
 from posetalk_data.report import write_report
 
-SECTIONS = ("summary", "drops", "clip-lengths", "pose", "gaze", "flags", "throughput", "versions", "thumbnails")
-FIGURES = ("fig-clip-length", "fig-pose", "fig-gaze", "fig-gaze-consistency", "fig-throughput", "fig-thumbnails")
+SECTIONS = ("summary", "drops", "clip-lengths", "pose", "gaze", "av-sync", "flags",
+           "throughput", "versions", "thumbnails")
+FIGURES = ("fig-clip-length", "fig-pose", "fig-gaze", "fig-gaze-consistency", "fig-av-sync", "fig-throughput",
+           "fig-thumbnails")
 TIMINGS = {"probe": 0.3, "normalise": 0.2, "facetrack": 1.9, "landmarks": 1.7, "headpose": 1.1, "quality": 0.2,
            "encode": 0.2, "frames": 150, "wall_seconds": 6.0}
 
@@ -58,7 +60,7 @@ def test_report_is_self_contained_and_has_every_section(report):
     assert "<td>facetrack</td><td class=n>1.9</td>" in page and "not recorded" not in page
     # every inlined image decodes to something that is not a flat colour
     images = re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', page)
-    assert len(images) == 7   # clip length, pose, gaze, gaze consistency, throughput, 2 thumbnails
+    assert len(images) == 8   # clip length, pose, gaze, gaze consistency, audio offset, throughput, 2 thumbnails
     for data in images:
         img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and min(img.shape[:2]) >= 100 and img.std() > 10

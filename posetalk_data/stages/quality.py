@@ -31,7 +31,7 @@ class QualityStage(Stage):
         self.crop_size = crop_size
 
     def inputs(self) -> list[str]:
-        return ["pose", "clip_audio", "crop_box", "gaze", "eyes_closed", "mouth_opening"]
+        return ["pose", "clip_audio", "crop_box", "gaze", "eyes_closed", "mouth_opening", "av_sync"]
 
     def outputs(self) -> list[str]:
         return ["quality"]
@@ -61,6 +61,7 @@ class QualityStage(Stage):
         if crop_px < self.crop_size / 2:   # the crop is upsampled more than twice
             record.flags.append("low_resolution")
         figures.update(self.gaze_figures(record))
+        figures.update(record.meta.get("av_sync", {}))   # the sync stage's offset figures (stages/sync.py)
         if figures["eyes_closed_fraction"] > 0.5:
             record.flags.append("eyes_closed")
         if abs(figures["gaze_vergence_offset"]) > GAZE_OFFSET_LARGE:
