@@ -72,7 +72,7 @@ class CutsConfig(Section):
     inside a clip): PySceneDetect's adaptive detector (a frame's content change against its neighbours', so fast
     head motion is not a cut) or its content detector (a fixed threshold), fed the frames the face tracker decodes,
     downscaled. Frames within `trim_s` of a cut, on either side, are left out of every clip."""
-    detector: Literal["adaptive", "content", "off"] = "adaptive"
+    detector: Literal["adaptive", "content", "none"] = "adaptive"   # none: no cut detection
     adaptive_threshold: float = Field(3.0, gt=0)  # adaptive: a frame's change over its neighbours' mean ...
     min_content_val: float = Field(20.0, ge=0)    # ... and at least this change (PySceneDetect's default 15 split
                                                   # a fast head turn in a tight crop; two GRID speakers score 29)

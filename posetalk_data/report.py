@@ -69,7 +69,8 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
     body = [
         f"<h1>posetalk build report</h1><p class=muted>{_e(manifest.get('source', '?'))} build, "
         f"{_e(manifest.get('format', ''))} schema {_e(manifest.get('schema_version', '?'))}</p>",
-        _summary(manifest, samples, len(clips)), _drops(failures), _source_time(samples, failures), _lengths(samples), _pose(clips), _gaze(clips, samples),
+        _summary(manifest, samples, len(clips)), _drops(failures), _source_time(samples, failures),
+        _lengths(samples), _pose(clips), _gaze(clips, samples),
         _flags(samples), _throughput(timings), _versions(manifest), _thumbnails(clips, thumb_keys, samples),
     ]
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>posetalk build report</title>{STYLE}"

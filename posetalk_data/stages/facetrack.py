@@ -7,11 +7,11 @@ video is decoded again and memory stays bounded). In each shot between the cuts,
 the dominant track (largest face, most often) is kept; dropouts up to `max_gap_s` are interpolated and each
 face-continuous span of at least `min_clip_s` becomes a clip. Every other frame of the video (a cut's trim, no
 face, a span too short, several faces under `multi_face: drop`, an undecodable tail) comes back as a record of kind
-"span" with the reason: a row of failures.parquet, so the time a build keeps and drops adds up to the source's. Pass 2 cuts a temporally smoothed square crop
-around that track from the full-resolution frames, runs the face mesh on each crop (`landmarks.MeshTracker`: the
-crop is at hand, so no frame is decoded again for it) and encodes it as the clip's `video.mp4` (x264 `preset`, a
-keyframe every `keyframe_s`, so the trainers can seek cheaply). Crops stay inside the
-frame (`fit_crop`): shifted when the frame has room, shrunk to the largest square that fits when it has not, padded
+"span" with the reason: a row of failures.parquet, so the time a build keeps and drops adds up to the source's.
+Pass 2 cuts a temporally smoothed square crop around that track from the full-resolution frames, runs the face mesh
+on each crop (`landmarks.MeshTracker`: the crop is at hand, so no frame is decoded again for it) and encodes it as
+the clip's `video.mp4` (x264 `preset`, a keyframe every `keyframe_s`, so the trainers can seek cheaply). Crops
+stay inside the frame (`fit_crop`): shifted when the frame has room, shrunk to the largest square that fits when it has not, padded
 only when even that would cut the face; a clip padded beyond `max_padded_fraction` is dropped with that reason.
 """
 from __future__ import annotations
@@ -146,8 +146,9 @@ class FaceTrackStage(Stage):
                               "promises could be decoded" if truncated else "no frames could be decoded")
         pieces, trims = shots(n, cuts, int(round(self.cuts_cfg.trim_s * fps)))
         found: list[tuple[int, int, Track, float]] = []
+        trim_s = self.cuts_cfg.trim_s
         dropped = [(a, b, f"scene cut ({len(at)} cut{'s' if len(at) > 1 else ''} at "
-                          f"{', '.join(f'{c / fps:.2f}' for c in at)} s; {self.cuts_cfg.trim_s:g} s left out each side)")
+                          f"{', '.join(f'{c / fps:.2f}' for c in at)} s; {trim_s:g} s left out each side)")
                    for a, b, at in trims]
         for a, b in pieces:
             kept, lost = self._shot(record, detections, a, b, whole=len(pieces) == 1 and not trims)
