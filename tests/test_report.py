@@ -57,7 +57,7 @@ def test_report_is_self_contained_and_has_every_section(report):
         assert f"<td>{flag}</td>" in page
     assert "<td>facetrack</td><td class=n>1.9</td>" in page and "not recorded" not in page
     # source time: the two GRID clips are kept whole; the text file has no length anyone could read
-    assert "<td>kept in clips</td><td></td><td class=n>6.0</td><td class=n>100.0%</td>" in page
+    assert "<td>kept in clips</td><td class=n></td><td class=n>6.0</td><td class=n>100.0%</td>" in page
     assert "Scene cuts found: 0 in 0 video(s)" in page and "1 dropped video(s) of unknown length" in page
     # every inlined image decodes to something that is not a flat colour
     images = re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', page)
