@@ -47,15 +47,15 @@ def dropped_span(record: ClipRecord, a: int, b: int, reason: str) -> ClipRecord:
                                errors={FaceTrackStage.name: reason})
 
 
-def tail(decoded: int, promised: int, end: int) -> list[tuple[int, int, str]]:
-    """The end of the span that has no frames: what the header promised but the decoder did not give (a truncated
-    file), then the audio that runs past the video stream. A frame or so is rounding (25 fps from 30, a container a
-    few audio packets longer), not a loss."""
+def tail(decoded: int, promised: int, end: float) -> list[tuple[int, int, str]]:
+    """The end of the span that has no frames (end: the span's length in frames): what the header promised but the
+    decoder did not give (a truncated file), then the audio that runs past the video stream. Up to two frames are
+    rounding (25 fps from 30, a container a few audio packets longer), not a loss."""
     out = []
-    if promised - decoded >= 2:
+    if promised - decoded > 2:
         out.append((decoded, promised, f"not decodable ({decoded} of the {promised} frames its header promises)"))
-    if end - max(decoded, promised) >= 2:
-        out.append((max(decoded, promised), end, "no video (the audio runs past the video stream)"))
+    if end - max(decoded, promised) > 2:
+        out.append((max(decoded, promised), round(end), "no video (the audio runs past the video stream)"))
     return out
 
 
@@ -166,7 +166,7 @@ class FaceTrackStage(Stage):
         live = [(c, (a, b)) for c, (a, b, _, _) in zip(clips, found) if c.ok]
         if live:
             self._write_crops(record, *map(list, zip(*live)), frames)
-        dropped += tail(n, promised, round((record.end - record.start) * fps))
+        dropped += tail(n, promised, (record.end - record.start) * fps)
         return clips + [dropped_span(record, a, b, reason) for a, b, reason in sorted(dropped)]
 
     def _shot(self, record: ClipRecord, detections: Detections, a: int, b: int, whole: bool
