@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c requirements/constraints.txt torch torchvision
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/base.txt
+	# PySceneDetect (scene cuts) without its dependencies: it asks for opencv-python, whose cv2 would clash with
+	# opencv-contrib-python's; its small pure-python dependencies (click, tqdm, platformdirs) are named here or come
+	# with base.txt
+	$(PIP) install -q --no-deps -c requirements/constraints.txt scenedetect platformdirs
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 

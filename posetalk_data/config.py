@@ -46,6 +46,9 @@ class NormaliseConfig(Section):
 
 class FaceTrackConfig(Section):
     detector: Literal["full_range", "short_range"] = "full_range"   # MediaPipe face detection model
+    # a checked frame where that model finds no face is tried with the other one (the full-range model misses
+    # faces that fill half the frame or more: tight 256 px crops lost seconds of face to it)
+    retry_other_detector: bool = True
     min_confidence: float = Field(0.5, ge=0, le=1)
     detect_max_side: int = Field(640, ge=64)     # detection runs on frames downscaled to this
     detect_every: int = Field(6, ge=1)           # detect on every n-th frame; boxes are interpolated between
@@ -62,6 +65,21 @@ class FaceTrackConfig(Section):
     crf: int = Field(18, ge=0, le=51)
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "superfast"   # x264 speed
     keyframe_s: float = Field(1.0, gt=0)         # a keyframe every second: cheap random access for the trainers
+
+
+class CutsConfig(Section):
+    """Hard scene cuts, found before faces are tracked (a cut between two people framed alike must never fall
+    inside a clip): PySceneDetect's adaptive detector (a frame's content change against its neighbours', so fast
+    head motion is not a cut) or its content detector (a fixed threshold), fed the frames the face tracker decodes,
+    downscaled. Frames within `trim_s` of a cut, on either side, are left out of every clip."""
+    detector: Literal["adaptive", "content", "none"] = "adaptive"   # none: no cut detection
+    adaptive_threshold: float = Field(3.0, gt=0)  # adaptive: a frame's change over its neighbours' mean ...
+    min_content_val: float = Field(20.0, ge=0)    # ... and at least this change (PySceneDetect's default 15 split
+                                                  # a fast head turn in a tight crop; two GRID speakers score 29)
+    content_threshold: float = Field(27.0, gt=0)  # content: the change that is a cut (PySceneDetect's default)
+    min_scene_s: float = Field(0.6, ge=0)         # cuts closer than this to the last one are not cuts (flashes)
+    trim_s: float = Field(0.2, ge=0)              # left out on each side of a cut
+    max_side: int = Field(128, ge=16)             # frames are downscaled to this for the detector (cost: ~0.5 ms)
 
 
 class LandmarksConfig(Section):
@@ -143,6 +161,7 @@ class PipelineConfig(Section):
     profile: Literal["paper", "offline", "custom"] = "offline"
     normalise: NormaliseConfig = NormaliseConfig()
     facetrack: FaceTrackConfig = FaceTrackConfig()
+    cuts: CutsConfig = CutsConfig()
     landmarks: LandmarksConfig = LandmarksConfig()
     pose: PoseConfig = PoseConfig()
     quality: QualityConfig = QualityConfig()

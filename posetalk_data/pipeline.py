@@ -33,7 +33,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     return [
         ProbeStage(cfg.normalise),                  # 1:1  ffprobe: streams, duration, fps, rotation
         NormaliseStage(cfg.normalise),              # 1:1  16 kHz mono audio; video is 25 fps on read
-        FaceTrackStage(crop),                       # 1:N  one clip per face-continuous span: crop video.mp4 + mesh
+        FaceTrackStage(crop, cfg.cuts),             # 1:N  one clip per face-continuous span in a shot: crop + mesh
         LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  the mesh checked and gap-filled (+ FAN 68 if chosen)
         HeadPoseStage(cfg.pose, crop.crop_size),    # 1:1  yaw/pitch/roll, centre, scale; gaze
         SyncStage(cfg.sync, cfg.quality.silence_dbfs),  # 1:1  the clip's audio, its offset to the lips corrected

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no global pyplot state
 
+from .accounting import source_time
 from .geometry import euler_to_rotation
 from .media import mp4_frames
 from .reading import read_table, safe_samples, selection
@@ -69,9 +70,9 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
     body = [
         f"<h1>posetalk build report</h1><p class=muted>{_e(manifest.get('source', '?'))} build, "
         f"{_e(manifest.get('format', ''))} schema {_e(manifest.get('schema_version', '?'))}</p>",
-        _summary(manifest, samples, len(clips)), _drops(failures), _lengths(samples), _pose(clips),
-        _gaze(clips, samples), _av_sync(samples), _flags(samples), _throughput(timings), _versions(manifest),
-        _thumbnails(clips, thumb_keys, samples),
+        _summary(manifest, samples, len(clips)), _drops(failures), _source_time(samples, failures),
+        _lengths(samples), _pose(clips), _gaze(clips, samples), _av_sync(samples), _flags(samples),
+        _throughput(timings), _versions(manifest), _thumbnails(clips, thumb_keys, samples),
     ]
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>posetalk build report</title>{STYLE}"
             f"</head><body>{''.join(body)}{RENDER_CHECK}</body></html>")
@@ -165,6 +166,7 @@ def _summary(manifest: dict, samples: list[dict], n_read: int) -> str:
 
 
 def _drops(failures: list[dict]) -> str:
+    failures = [f for f in failures if f.get("kind") != "span"]   # frames no clip holds: see Source time
     if not failures:
         return _section("drops", "Drop reasons", "<p>No clip was dropped.</p>")
     # Reasons end with per-file detail in parentheses (paths, ffmpeg output): group on the general part.
@@ -175,6 +177,22 @@ def _drops(failures: list[dict]) -> str:
     rows = [[stage, reason, n, f"{example[(stage, reason)]['source_path']}: {example[(stage, reason)]['reason']}"]
             for (stage, reason), n in groups.most_common()]
     return _section("drops", "Drop reasons", _table(["stage", "reason", "clips", "example"], rows, numeric=(2,)))
+
+
+def _source_time(samples: list[dict], failures: list[dict]) -> str:
+    """Every second of the sources: kept in a clip, or dropped with the reason (videos, clips and spans)."""
+    t = source_time(samples, failures)
+    share = (lambda s: f"{100 * s / t.total:.1f}%") if t.total > 0 else (lambda s: "-")
+    rows = [["", "kept in clips", "", f"{t.kept:.1f}", share(t.kept)]]
+    rows += [[stage, reason, int(n), f"{s:.1f}", share(s)]
+             for (stage, reason), (n, s) in sorted(t.dropped.items(), key=lambda kv: -kv[1][1])]
+    rows.append(["", "all source time", "", f"{t.total:.1f}", "100%" if t.total > 0 else "-"])
+    note = (f"<p>Scene cuts found: {t.cuts} in {t.videos_cut} video(s); no clip spans a cut. "
+            + (f"{t.unknown_length} dropped video(s) of unknown length are not counted. " if t.unknown_length else "")
+            + "Each dropped span is a row of failures.parquet (kind <code>span</code>) with its start, end and "
+              "reason.</p>")
+    return _section("source-time", "Source time kept and dropped", note + _table(
+        ["stage", "kept, or dropped because", "rows", "seconds", "share"], rows, numeric=(2, 3, 4)))
 
 
 def _lengths(samples: list[dict]) -> str:

@@ -36,7 +36,10 @@ SAMPLES_SCHEMA = pa.schema(
     + [(c, pa.float64()) for c in QUALITY_COLUMNS] + [(c, pa.string()) for c in QUALITY_TEXT_COLUMNS])
 FAILURES_SCHEMA = pa.schema(
     [("source", pa.string()), ("video_id", pa.string()), ("source_path", pa.string()), ("start", pa.float64()),
-     ("end", pa.float64()), ("stage", pa.string()), ("reason", pa.string())])
+     ("end", pa.float64()), ("stage", pa.string()), ("reason", pa.string()),
+     # video: a whole input dropped; clip: a face clip dropped after facetrack cut it; span: frames of a video that
+     # no clip holds (a scene cut's trim, no face, too short, ...). Samples plus these rows cover every source.
+     ("kind", pa.string())])
 
 
 def sha256_file(path: Path) -> str:
@@ -137,7 +140,8 @@ class Staging:
 
     def forget_failed(self) -> int:
         """--retry-failed: videos with a failure are done no more, so the next run processes them again."""
-        failed = [p for p in self.videos_dir.glob("*.json") if json.loads(p.read_text())["failures"]]
+        failed = [p for p in self.videos_dir.glob("*.json")      # a dropped span is no failure to retry
+                  if any(f.get("kind") != "span" for f in json.loads(p.read_text())["failures"])]
         for path in failed:
             path.unlink()
         return len(failed)
@@ -160,7 +164,7 @@ def failure_row(record: ClipRecord, root: Path | None) -> dict:
     stage, reason = next(iter(record.errors.items()))
     return {"source": record.spec.source, "video_id": record.spec.video_id,
             "source_path": relative_source(record.spec.path, root), "start": record.start or None,
-            "end": record.end or None, "stage": stage, "reason": reason}
+            "end": record.end or None, "stage": stage, "reason": reason, "kind": record.meta.get("unit", "video")}
 
 
 def write_tar(final: Path, samples) -> str:
@@ -239,7 +243,8 @@ def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_sh
     manifest = {
         "format": "posetalk-shards", "schema_version": SCHEMA_VERSION, **header,
         "members": {**{name: desc for name, (desc, _, _) in MEMBERS.items()}, **(layers or {})},
-        "counts": {"samples": len(rows), "shards": len(shards), "failures": len(failures),
+        "counts": {"samples": len(rows), "shards": len(shards),
+                   "failures": sum(f.get("kind") != "span" for f in failures),   # videos and clips dropped
                    "videos": len(sources), "hours": round(sum(r["duration"] for r in rows) / 3600, 4)},
         "shards": [{k: v for k, v in s.items() if k != "keys"} for s in shards],
         "sources": [{k: v for k, v in s.items() if k != "abs_path"} for s in sources],

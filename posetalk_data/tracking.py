@@ -61,6 +61,29 @@ def spans(frames: list[int], max_gap: int, min_len: int) -> list[tuple[int, int]
     return [(a, b) for a, b in out if b - a >= min_len]
 
 
+def gaps(covered: list[tuple[int, int]], a: int, b: int) -> list[tuple[int, int]]:
+    """The parts of [a, b) that no span of `covered` (sorted, not overlapping) covers."""
+    out, at = [], a
+    for s, e in covered:
+        if s > at:
+            out.append((at, min(s, b)))
+        at = max(at, e)
+    if at < b:
+        out.append((at, b))
+    return [(s, e) for s, e in out if e > s]
+
+
+def face_spans(frames: list[int], a: int, b: int, every: int, max_gap: int
+               ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """A track's face-continuous spans within the shot [a, b) (frames: where it was detected, every `every`-th
+    frame checked), and the frames of the shot they leave out. A span reaches to the frame before the next
+    unchecked detection, and back to the shot's start when no check lay between them: frames that detection
+    skipped are not frames without a face."""
+    inside = [f for f in frames if a <= f < b]
+    runs = [(a if s - a < every else s, min(b, e + every - 1)) for s, e in spans(inside, max_gap, 0)] if inside else []
+    return runs, gaps(runs, a, b)
+
+
 def crop_track(track: Track, a: int, b: int, scale: float, sigma: float) -> np.ndarray:
     """(b-a, 3) smoothed crop centre x, y and side in source pixels over frames [a, b), gaps interpolated."""
     idx = np.arange(a, b)

@@ -209,7 +209,12 @@ def test_truncated_video_says_it_is_truncated(samples, tmp_path):
     rows = pq.read_table(tmp_path / "o" / "samples.parquet").to_pylist()
     failures = pq.read_table(tmp_path / "o" / "failures.parquet").to_pylist()
     assert [r["video_id"] for r in rows] == ["cut.mp4"] and "truncated" in rows[0]["flags"]
-    assert [f["video_id"] for f in failures] == ["stub.mp4"] and "truncated" in failures[0]["reason"]
+    dropped = [f for f in failures if f["kind"] != "span"]
+    assert [f["video_id"] for f in dropped] == ["stub.mp4"] and "truncated" in dropped[0]["reason"]
+    # what cut.mp4's header promised but could not be decoded is listed, as time no clip holds
+    (lost,) = [f for f in failures if f["kind"] == "span"]
+    assert lost["video_id"] == "cut.mp4" and lost["reason"].startswith("not decodable")
+    assert lost["start"] == pytest.approx(rows[0]["end"]) and lost["end"] == pytest.approx(9.0, abs=0.05)
 
 
 def test_set_profile_is_the_profile(tmp_path):

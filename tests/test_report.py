@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from posetalk_data.cli import app
 from posetalk_data.report import write_report
 
-SECTIONS = ("summary", "drops", "clip-lengths", "pose", "gaze", "av-sync", "flags",
-           "throughput", "versions", "thumbnails")
+SECTIONS = ("summary", "drops", "source-time", "clip-lengths", "pose", "gaze", "av-sync", "flags",
+            "throughput", "versions", "thumbnails")
 FIGURES = ("fig-clip-length", "fig-pose", "fig-gaze", "fig-gaze-consistency", "fig-av-sync", "fig-throughput",
            "fig-thumbnails")
 TIMINGS = {"probe": 0.3, "normalise": 0.2, "facetrack": 1.9, "landmarks": 1.7, "headpose": 1.1, "quality": 0.2,
@@ -58,6 +58,9 @@ def test_report_is_self_contained_and_has_every_section(report):
     for flag in {f for row in pq.read_table(out / "samples.parquet").to_pylist() for f in row["flags"]}:
         assert f"<td>{flag}</td>" in page
     assert "<td>facetrack</td><td class=n>1.9</td>" in page and "not recorded" not in page
+    # source time: the two GRID clips are kept whole; the text file has no length anyone could read
+    assert "<td>kept in clips</td><td class=n></td><td class=n>6.0</td><td class=n>100.0%</td>" in page
+    assert "Scene cuts found: 0 in 0 video(s)" in page and "1 dropped video(s) of unknown length" in page
     # every inlined image decodes to something that is not a flat colour
     images = re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', page)
     assert len(images) == 8   # clip length, pose, gaze, gaze consistency, audio offset, throughput, 2 thumbnails

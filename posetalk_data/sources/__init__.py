@@ -43,7 +43,7 @@ def source_plan(src: str, input_dir: Path | None, out: Path, **options) -> Sourc
             raise ValueError(f"--src {src} needs --root DIR (the dataset folder with its metadata and media)")
         scan = dataset_module(src).scan(input_dir, **options)
         skipped = [{"source": src, "video_id": p.id, "source_path": "", "start": None, "end": None,
-                    "stage": "source", "reason": p.reason} for p in scan.problems if not p.kept]
+                    "stage": "source", "reason": p.reason, "kind": "clip"} for p in scan.problems if not p.kept]
         return SourcePlan(scan.specs, scan.root, skipped)
     raise ValueError(f"unknown source {src!r}; choose one of {', '.join(SOURCES)}")
 
