@@ -117,8 +117,9 @@ class FaceTrackStage(Stage):
         found = [(a, min(n, b + cfg.detect_every - 1))
                  for a, b in spans(main.frames, max_gap, int(round(cfg.min_clip_s * fps)))]
         if not found:
-            raise ClipFailure(f"no face-continuous span of at least {cfg.min_clip_s:g} s "
-                              f"(face found in {len(main.frames) / len(detections):.0%} of the checked frames)")
+            raise ClipFailure(f"no face-continuous span of facetrack.min_clip_s ({cfg.min_clip_s:g} s) in "
+                              f"{n / fps:.2f} s of video (face found in {len(main.frames) / len(detections):.0%} of "
+                              "the checked frames)")
         clips = [self._new_clip(record, a, b, main, multi) for a, b in found]
         for clip in clips:
             if clip.meta["crop_padded_fraction"] > cfg.max_padded_fraction:
