@@ -34,10 +34,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_temporaries(run_dir: Path) -> list[Path]:
-    """Delete the *.tmp-<pid> files a killed writer left (never renamed, so never part of a checkpoint) whose
-    process is gone. Returns what was removed."""
-    gone = [p for p in Path(run_dir).glob("*.tmp-*") if re.fullmatch(r"\d+", p.name.rsplit("-", 1)[1])
+    """Delete what a writer killed mid-checkpoint left: *.tmp-<pid> files of processes that are gone (never
+    renamed), and the companions (sidecar, optimiser state) of a step-N checkpoint whose weights, renamed last, never
+    appeared (no reader lists such a checkpoint). Returns what was removed."""
+    run_dir = Path(run_dir)
+    gone = [p for p in run_dir.glob("*.tmp-*") if re.fullmatch(r"\d+", p.name.rsplit("-", 1)[1])
             and not pid_alive(int(p.name.rsplit("-", 1)[1]))]
+    gone += [p for p in run_dir.glob("step-*.*") if (m := re.fullmatch(r"(step-\d+)\.(json|opt\.pt|disc\..+)", p.name))
+             and not (run_dir / f"{m[1]}.safetensors").is_file()]
     for p in gone:
         p.unlink(missing_ok=True)
     return gone
