@@ -78,6 +78,57 @@ def _check_member(info: tarfile.TarInfo) -> None:
         raise UnsafeShardError(f"member {info.name!r} is not a regular file (link, device or directory)")
 
 
+def _member_key(info: tarfile.TarInfo) -> str:
+    """The sample key of a checked member: its name up to the first dot of the base name."""
+    _check_member(info)
+    m = re.fullmatch(r"((?:.*/)?[^./]+)\.([^/]+)", info.name)
+    if m is None:
+        raise UnsafeShardError(f"member {info.name!r} is not <key>.<member>")
+    return m[1]
+
+
+def _sample_count(path: Path) -> int:
+    """Samples in a local tar, from its member headers alone (the data is skipped, not read)."""
+    with tarfile.open(path, mode="r:*") as archive:
+        keys = [_member_key(info) for info in archive]
+    return sum(1 for i, key in enumerate(keys) if i == 0 or key != keys[i - 1])
+
+
+_checked: set[tuple] = set()   # shards already found as listed, by (path, size, mtime): an epoch's re-reads are free
+
+
+def check_shards(manifest_path: str | Path, manifest: dict | None = None) -> None:
+    """Every local shard a manifest lists has the size in bytes and the number of samples it records (cheap: a stat
+    and the tar's headers; the sha256 is for `posetalk-data manifest verify`). ManifestError naming the first shard
+    that differs: a shard cut short, even at a sample boundary, would otherwise be read as a smaller dataset."""
+    manifest_path = Path(manifest_path)
+    for entry in (manifest or load_manifest(manifest_path))["shards"]:
+        check_shard(manifest_path, entry)
+
+
+def check_shard(manifest_path: Path, entry: dict) -> None:
+    """check_shards for one shard entry (shards at URLs are not checked)."""
+    rel, path = entry["path"], Path(manifest_path).parent / entry["path"]
+    if URL.match(rel):
+        return
+    hint = f"`posetalk-data manifest verify {manifest_path}` lists every problem; rebuild or restore the shard"
+    if not path.is_file():
+        raise ManifestError(f"shard {path} is missing ({hint})")
+    stat = path.stat()
+    if (str(path), stat.st_size, stat.st_mtime_ns) in _checked:
+        return
+    if entry.get("bytes") is not None and stat.st_size != entry["bytes"]:
+        raise ManifestError(f"shard {path} has {stat.st_size} bytes, the manifest says {entry['bytes']} "
+                            f"({'cut short' if stat.st_size < entry['bytes'] else 'changed'}; {hint})")
+    try:
+        count = _sample_count(path)
+    except (tarfile.TarError, UnsafeShardError, EOFError) as err:
+        raise ManifestError(f"shard {path} is not a readable shard ({err}; {hint})") from None
+    if entry.get("samples") is not None and count != entry["samples"]:
+        raise ManifestError(f"shard {path} holds {count} samples, the manifest says {entry['samples']} ({hint})")
+    _checked.add((str(path), stat.st_size, stat.st_mtime_ns))
+
+
 def safe_samples(tar: str | Path | BinaryIO, keys: set[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {member: bytes}) per sample in shard order, webdataset's grouping (key = name up to the first dot of
     the base name); `keys` limits which samples are read into memory. Raises UnsafeShardError, tarfile.TarError."""
@@ -85,16 +136,13 @@ def safe_samples(tar: str | Path | BinaryIO, keys: set[str] | None = None) -> It
     with closing(stream), tarfile.open(fileobj=stream, mode="r|*") as archive:
         key, sample = None, {}
         for info in archive:
-            _check_member(info)
-            m = re.fullmatch(r"((?:.*/)?[^./]+)\.([^/]+)", info.name)
-            if m is None:
-                raise UnsafeShardError(f"member {info.name!r} is not <key>.<member>")
-            if m[1] != key:
+            name = _member_key(info)
+            if name != key:
                 if key is not None and (keys is None or key in keys):
                     yield key, sample
-                key, sample = m[1], {}
+                key, sample = name, {}
             if keys is None or key in keys:
-                sample[m[2]] = archive.extractfile(info).read()
+                sample[info.name[len(key) + 1:]] = archive.extractfile(info).read()
         if key is not None and (keys is None or key in keys):
             yield key, sample
 
@@ -126,8 +174,10 @@ def selection(manifest_path: str | Path) -> tuple[dict, Path, list[tuple[dict, l
 
 
 def read_samples(manifest_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Every sample of a manifest (honouring per-shard "keys"), read with the safe reader."""
+    """Every sample of a manifest (honouring per-shard "keys"), read with the safe reader; each shard is first
+    checked against the manifest's counts (check_shard)."""
     manifest_path = Path(manifest_path)
     for entry in load_manifest(manifest_path)["shards"]:
         keys = set(entry["keys"]) if "keys" in entry else None
+        check_shard(manifest_path, entry)
         yield from safe_samples(open_shard(manifest_path.parent, entry["path"]), keys)

@@ -37,6 +37,9 @@ SET = typer.Option([], "--set", help="Override a config key, e.g. --set loop.lr=
 MAX_STEPS = typer.Option(None, "--max-steps", min=1, help="Training steps (overrides loop.max_steps).")
 WORKERS = typer.Option(None, "--workers", min=0, help="DataLoader workers (overrides loop.num_workers).")
 DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides loop.device).")
+VERIFY = typer.Option(False, "--verify", help="Check every shard of the manifest (and --holdout) in full first: "
+                                               "sha256 and members, as `posetalk-data manifest verify` does. Without "
+                                               "it only their sizes and sample counts are checked.")
 HOLDOUT = typer.Option(None, "--holdout", help="Held-out manifest: L1, PSNR, SSIM, lip-region L1 and lip_share of "
                                                "every stage and of the copy-source baseline, at every checkpoint.")
 
@@ -83,12 +86,31 @@ def _config(kind: str, config: Path | None, overrides: list[str], max_steps, wor
 
 
 def _train(kind: str, train, manifest: Path, out: Path, config: Path | None, overrides: list[str], max_steps,
-           workers, device, tiny: bool, **kwargs) -> None:
-    """What every trainer command does: check the manifest, load the config, train, print the last checkpoint."""
+           workers, device, tiny: bool, verify: bool, **kwargs) -> None:
+    """What every trainer command does: check the manifest, load the config, lock the run folder, train, print the
+    last checkpoint."""
+    from .lock import run_lock
+
     _check_manifest(manifest)
     cfg = _config(kind, config, overrides, max_steps, workers, device, tiny)
     with user_errors():
-        typer.echo(train(manifest, out, cfg, **kwargs))
+        if verify:
+            for data in (manifest, kwargs.get("holdout")):
+                _verify(data)
+        with run_lock(out):
+            typer.echo(train(manifest, out, cfg, **kwargs))
+
+
+def _verify(manifest: Path | None) -> None:
+    """--verify: refuse a manifest whose shards differ from it in any way `posetalk-data manifest verify` finds."""
+    from posetalk_data.verify import verify
+
+    problems = verify(manifest) if manifest else []
+    if problems:
+        first = problems[0]
+        raise ValueError(f"--verify: {manifest} has {len(problems)} problem(s), the first in "
+                         f"{first.shard or 'its samples table'}{' ' + first.key if first.key else ''}: {first.what}, "
+                         f"{first.detail} (`posetalk-data manifest verify {manifest}` lists them all)")
 
 
 def _check_manifest(manifest: Path) -> None:
@@ -100,41 +122,44 @@ def _check_manifest(manifest: Path) -> None:
 @app.command()
 def vae(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
         max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
+        verify: bool = VERIFY,
         holdout: Path = typer.Option(None, "--holdout", help="Held-out manifest: reconstruction error in degrees "
                                                              "logged at every checkpoint.")) -> None:
     """Train the pose VAE (transformer encoder/decoder over pose+gaze windows, Huber reconstruction + KL)."""
     from .train_vae import train_vae
 
-    _train("vae", train_vae, manifest, out, config, set_, max_steps, workers, device, tiny, holdout=holdout)
+    _train("vae", train_vae, manifest, out, config, set_, max_steps, workers, device, tiny, verify, holdout=holdout)
 
 
 @app.command()
 def pld(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
         max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
+        verify: bool = VERIFY,
         vae_run: Path = typer.Option(None, "--vae", help="The trained pose VAE run (needed for a new run; "
                                                          "its weights are copied into OUT).")) -> None:
     """Train the Pose Latent Diffusion model in a frozen VAE's latent space, conditioned on text and speech."""
     from .train_pld import train_pld
 
-    _train("pld", train_pld, manifest, out, config, set_, max_steps, workers, device, tiny, vae_run=vae_run)
+    _train("pld", train_pld, manifest, out, config, set_, max_steps, workers, device, tiny, verify, vae_run=vae_run)
 
 
 @app.command()
 def coarse(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
            max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
-           holdout: Path = HOLDOUT) -> None:
+           verify: bool = VERIFY, holdout: Path = HOLDOUT) -> None:
     """Train CoarseNet: the source frame animated into each target frame's head pose, gaze and coarse mouth
     (motion encoder -> AdaIN U-Net flow -> warp -> editing net). The size is the config's (tiny: 64 px on a CPU;
     the shipped YAML: 256 px)."""
     from .train_video import train_coarse
 
-    _train("coarse", train_coarse, manifest, out, config, set_, max_steps, workers, device, tiny, holdout=holdout)
+    _train("coarse", train_coarse, manifest, out, config, set_, max_steps, workers, device, tiny, verify,
+           holdout=holdout)
 
 
 @app.command()
 def refine(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
            max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
-           holdout: Path = HOLDOUT,
+           verify: bool = VERIFY, holdout: Path = HOLDOUT,
            coarse_run: Path = typer.Option(None, "--coarse", help="The trained CoarseNet run (needed for a new run; "
                                                                   "copied into OUT and kept frozen)."),
            sync_run: Path = typer.Option(None, "--sync", help="A trained lip-sync expert run, for loss.sync > 0 "
@@ -143,14 +168,14 @@ def refine(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, se
     weighted up on the lips."""
     from .train_video import train_refine
 
-    _train("refine", train_refine, manifest, out, config, set_, max_steps, workers, device, tiny,
+    _train("refine", train_refine, manifest, out, config, set_, max_steps, workers, device, tiny, verify,
            coarse_run=coarse_run, holdout=holdout, sync_run=sync_run)
 
 
 @app.command()
 def enhance(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
             max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
-            holdout: Path = HOLDOUT,
+            verify: bool = VERIFY, holdout: Path = HOLDOUT,
             refine_run: Path = typer.Option(None, "--refine", help="The trained RefineNet run (needed for a new "
                                                                    "run; it and its CoarseNet are copied into OUT).")
             ) -> None:
@@ -158,20 +183,21 @@ def enhance(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, s
     the final frame (loss.gan > 0 adds a patch discriminator)."""
     from .train_video import train_enhance
 
-    _train("enhance", train_enhance, manifest, out, config, set_, max_steps, workers, device, tiny,
+    _train("enhance", train_enhance, manifest, out, config, set_, max_steps, workers, device, tiny, verify,
            refine_run=refine_run, holdout=holdout)
 
 
 @app.command()
 def sync(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
          max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
+         verify: bool = VERIFY,
          holdout: Path = typer.Option(None, "--holdout", help="Held-out manifest: sync accuracy at every "
                                                               "checkpoint.")) -> None:
     """Train the project's lip-sync expert (Wav2Lip-style: mouth crops vs speech features, in sync or not). Its
     frozen judgement is RefineNet's optional sync loss and the evaluator's own lip-sync score."""
     from .train_sync import train_sync
 
-    _train("sync", train_sync, manifest, out, config, set_, max_steps, workers, device, tiny, holdout=holdout)
+    _train("sync", train_sync, manifest, out, config, set_, max_steps, workers, device, tiny, verify, holdout=holdout)
 
 
 @app.command("eval")
@@ -192,8 +218,11 @@ def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), m
     left" vs "turns right"; positive scores: the model follows the text)."""
     from .metrics import evaluate_run
 
+    from .trainer import pick_device
+
     _check_manifest(manifest)
     with user_errors():
+        pick_device(device)     # a GPU asked for and not there: one line before anything loads
         figures = evaluate_run(run, manifest, windows=windows, samples=samples, steps=steps, guidance=guidance,
                                seed=seed, device=device, text_weights=text_weights)
     text = json.dumps(figures, indent=1)

@@ -35,7 +35,7 @@ from posetalk_data.config import Section
 from posetalk_data.reading import read_samples
 
 from .data import DataConfig, resolve_features
-from .stream import Cut, ShardStream, data_loader, member, npy
+from .stream import ClipNeed, Cut, ShardStream, data_loader, member, npy
 
 MOTION_CHANNELS = 10
 
@@ -199,7 +199,9 @@ def cut_sync(cfg: FrameConfig) -> Cut:
         t = min(len(landmarks), len(speech))
         if t < n + cfg.sync_offset_min + 1:
             return []
-        starts = [rng.randrange(t - n + 1) for _ in range(cfg.samples_per_clip)]
+        # a negative's start needs speech at least sync_offset_min away on one side of it
+        apart = [a for a in range(t - n + 1) if max(a, t - n - a) >= cfg.sync_offset_min]
+        starts = [rng.randrange(t - n + 1) if k % 2 == 0 else rng.choice(apart) for k in range(cfg.samples_per_clip)]
         frames = decode_frames(sample["video.mp4"], [s + i for s in starts for i in range(n)], cfg.size)
         boxes = torch.tensor([mouth_box(landmarks[s + i], cfg.mouth_size[1] / cfg.mouth_size[0])
                               for s in starts for i in range(n)], dtype=torch.float32)
@@ -240,8 +242,11 @@ def frame_stream(manifest_path: str | Path, cfg: FrameConfig, *, kind: str = "pa
         raise ValueError("the lip-sync expert needs speech features (data.speech)")
     members = {"video.mp4", "landmarks.npy", "pose.npy", "gaze.npy", *([f"{cfg.speech}.npy"] if cfg.speech else [])}
     cut = cut_pairs(cfg) if kind == "pairs" else cut_sync(cfg)
+    need = None if kind == "pairs" else ClipNeed(cfg.sync_frames + cfg.sync_offset_min + 1, "lip-sync item",
+                                                 "data.sync_frames + data.sync_offset_min + 1",
+                                                 "lower data.sync_offset_min (or data.sync_frames)")
     return ShardStream(manifest_path, members, cut, per_clip=cfg.samples_per_clip, shuffle_buffer=cfg.shuffle_buffer,
-                       resample=cfg.resample, seed=cfg.seed, every_rank=every_rank)
+                       resample=cfg.resample, seed=cfg.seed, every_rank=every_rank, need=need)
 
 
 def frame_loader(manifest_path: str | Path, cfg: FrameConfig, *, batch_size: int, num_workers: int = 0,

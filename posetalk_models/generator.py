@@ -16,7 +16,7 @@ from .coarsenet import CoarseNet, CoarseNetConfig
 from .enhancer import Enhancer, EnhancerConfig
 from .layers import to_unit
 from .refinenet import RefineNet, RefineNetConfig
-from .runs import copy_stage, load_weights, require_checkpoint
+from .runs import copy_stage, load_model, require_checkpoint
 
 STAGES = ("coarse", "refine", "enhance")
 MODELS = {"coarse": (CoarseNet, CoarseNetConfig), "refine": (RefineNet, RefineNetConfig),
@@ -55,10 +55,11 @@ def load_cascade(run_dir: str | Path, device="cpu") -> tuple[Cascade, dict]:
     """(eval-mode cascade up to the run's own stage, the run's last checkpoint sidecar) from any generator run."""
     path, sidecar = require_checkpoint(run_dir, "coarse")
     run_dir = Path(path).parent        # a run folder, or one of its checkpoints
-    kind = sidecar.get("kind")
+    kind = sidecar["kind"]      # read_sidecar made sure there is one
     if kind not in STAGES:
-        raise ValueError(f"{path} is a {kind} checkpoint, not a video generator run (coarse, refine or enhance)")
-    stages = {kind: load_weights(build_stage(kind, sidecar), path, device)}
+        raise ValueError(f"{path} is a checkpoint of a {kind} run ({path.with_suffix('.json').name} says so), not of "
+                         "a video generator run (coarse, refine or enhance)")
+    stages = {kind: load_model(path, sidecar, lambda s: build_stage(kind, s), device)}
     for name in STAGES[:STAGES.index(kind)]:
         stages[name], _ = copy_stage(run_dir, name, None, build=lambda s, n=name: build_stage(n, s), device=device)
     cascade = Cascade(stages["coarse"], stages.get("refine"), stages.get("enhance"))

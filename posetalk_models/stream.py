@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,7 +23,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
-from posetalk_data.reading import load_manifest, open_shard, safe_samples
+from posetalk_data.reading import ManifestError, check_shards, load_manifest, open_shard, safe_samples, selection
 
 
 def npy(data: bytes) -> np.ndarray:
@@ -113,6 +114,35 @@ def epoch_split(shards: list[dict], *, seed: int, windows_per_clip: int, rank: i
 Cut = Callable[[dict, random.Random], list[dict]]
 
 
+@dataclass(frozen=True)
+class ClipNeed:
+    """The shortest clip a cut makes an item of, and what decides that: named when no clip is long enough."""
+    frames: int
+    item: str        # what is cut, e.g. "lip-sync item"
+    settings: str    # the settings that make `frames`, e.g. "data.sync_frames + data.sync_offset_min + 1"
+    fix: str         # e.g. "lower data.sync_offset_min"
+
+
+class NoItems(ValueError):
+    """The data cannot give one training item: training on it would wait forever."""
+
+
+def check_long_enough(manifest_path: Path, need: ClipNeed) -> None:
+    """NoItems, before any shard is read, when no clip the manifest selects has `need.frames` frames."""
+    try:
+        rows = [row for _, selected in selection(manifest_path)[2] for row in selected]
+    except ManifestError:
+        return      # no table to tell: the stream's own guard (ShardStream._barren) stops it
+    longest = max(rows, key=lambda r: r["frames"], default=None)
+    if longest is None or longest["frames"] >= need.frames:
+        return
+    fps = longest["frames"] / longest["duration"] if longest["duration"] else 25.0
+    raise NoItems(f"{manifest_path}: no clip is long enough for one {need.item}: it needs {need.frames} frames "
+                  f"({need.settings}; {need.frames / fps:.2f} s at {fps:g} fps), the longest of the {len(rows)} "
+                  f"clips has {longest['frames']} ({longest['frames'] / fps:.2f} s); {need.fix}, or train on longer "
+                  "clips")
+
+
 class ShardStream(IterableDataset):
     """Items cut from the clips of a manifest. `members`: shard members to decode (.npy as arrays, .json as objects,
     anything else as bytes); `cut(sample, rng)`: the items of one decoded sample ({"key", member: value}).
@@ -123,17 +153,21 @@ class ShardStream(IterableDataset):
     reads the whole manifest whatever the DDP rank (held-out figures on rank 0)."""
 
     def __init__(self, manifest_path: str | Path, members: set[str], cut: Cut, *, per_clip: int, shuffle_buffer: int,
-                 resample: bool, seed: int, every_rank: bool = False):
+                 resample: bool, seed: int, every_rank: bool = False, need: ClipNeed | None = None):
         super().__init__()
         self.path, self.members, self.cut = Path(manifest_path), set(members), cut
         self.per_clip, self.shuffle_buffer, self.resample, self.seed = per_clip, shuffle_buffer, resample, seed
-        self.every_rank = every_rank
+        self.every_rank, self.need = every_rank, need
         manifest = load_manifest(self.path)
         self.shards = manifest["shards"]
         if not self.shards:
             raise ValueError(f"{manifest_path}: no shards (an empty build or filter)")
+        check_shards(self.path, manifest)     # a shard cut short would silently train on part of the data
+        if need is not None:
+            check_long_enough(self.path, need)
         self.keys = {s["path"]: set(s["keys"]) if "keys" in s else None for s in self.shards}
         self.whole = {s["path"]: shard_piece(s) for s in self.shards}
+        self.clips = sum(p["count"] for p in self.whole.values())
         self.passes = 0
 
     def pipeline(self) -> wds.DataPipeline:
@@ -163,12 +197,24 @@ class ShardStream(IterableDataset):
         self.passes += 1
         rng = random.Random(stream_seed(self.seed * 1_000_003 + self.passes))
         buf: list[dict] = []
+        barren: set[str] | None = set() if self.resample else None   # clips that gave no item, until one does
         for sample in samples:
-            buf += self.cut(sample, rng)
+            items = self.cut(sample, rng)
+            if barren is not None:
+                barren = self._barren(barren, sample["key"]) if not items else None
+            buf += items
             while len(buf) >= self.shuffle_buffer:
                 yield buf.pop(rng.randrange(len(buf)))
         rng.shuffle(buf)
         yield from buf
+
+    def _barren(self, barren: set[str], key: str) -> set[str]:
+        """An endless stream in which every clip has given no item would wait forever: NoItems instead."""
+        barren.add(key)
+        if len(barren) >= self.clips:
+            why = f" (a {self.need.item} needs {self.need.frames} frames: {self.need.settings})" if self.need else ""
+            raise NoItems(f"{self.path}: none of its {self.clips} clips gives a training item{why}")
+        return barren
 
     def __iter__(self) -> Iterator[dict]:
         return iter(self.pipeline())

@@ -16,7 +16,7 @@ from torch import nn
 from .config import TrainPLDConfig
 from .data import feature_versions, normalise, resolve_features
 from .pld import PLDConfig, PoseLatentDiffusion
-from .runs import copy_stage, last_checkpoint, load_weights, require_checkpoint, run_record
+from .runs import copy_stage, last_checkpoint, load_model, require_checkpoint, run_record
 from .trainer import manifest_batches, pick_device, train
 from .vae import PoseVAE, PoseVAEConfig
 
@@ -103,6 +103,6 @@ def load_pld(run_dir: str | Path, *, device: str = "cpu") -> tuple[PoseLatentDif
     path, sidecar = require_checkpoint(run_dir, "pld")
     if sidecar.get("kind") != "pld":
         raise ValueError(f"{path} is not a PLD checkpoint (kind {sidecar.get('kind')!r})")
-    model = load_weights(PoseLatentDiffusion(PLDConfig(**sidecar["config"]["model"])), path, device)
+    model = load_model(path, sidecar, lambda s: PoseLatentDiffusion(PLDConfig(**s["config"]["model"])), device)
     vae, _ = _vae_of_run(Path(path).parent, None, device)
     return model.to(device).eval(), vae, sidecar

@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import TrainSyncConfig
 from .data import feature_versions
-from .frames import FrameConfig, frame_loader, resolve_speech, speech_dim
+from .frames import FrameConfig, frame_loader, frame_stream, resolve_speech, speech_dim
 from .layers import to_unit
 from .syncnet import SyncExpert
 from .runs import run_record
@@ -63,6 +63,8 @@ def train_sync(manifest: str | Path, out_dir: str | Path, cfg: TrainSyncConfig =
     sidecar = {**run_record("sync", cfg.model_copy(update={"data": data, "model": model_cfg}), manifest),
                "features": feature_versions(manifest, data.speech, None)}
 
+    if holdout:     # refused now (no clip long enough, a shard cut short), not at the first checkpoint
+        frame_stream(holdout, data.model_copy(update={"resample": False}), kind="sync", every_rank=True)
     evaluate = (lambda: sync_holdout(model, holdout, data, cfg.holdout_batches, cfg.loop.batch_size, device)) \
         if holdout else None
     return train("lip-sync expert", out_dir, SyncObjective(model),

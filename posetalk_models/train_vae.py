@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import TrainVAEConfig
 from .data import ANGLE_CHANNELS, denormalise, loader, normalise, pose_stats
-from .runs import check_resume, last_checkpoint, load_weights, require_checkpoint, run_record
+from .runs import check_resume, last_checkpoint, load_model, require_checkpoint, run_record
 from .trainer import manifest_batches, pick_device, train
 from .vae import PoseVAE, PoseVAEConfig, length_mask
 
@@ -26,8 +26,8 @@ class VAEObjective(nn.Module):
 def load_vae(run_dir: str | Path, *, device: str = "cpu") -> tuple[PoseVAE, dict]:
     """(eval-mode model, normalisation stats) from a run folder's last checkpoint (or a .safetensors path)."""
     path, sidecar = require_checkpoint(run_dir, "vae")
-    model = PoseVAE(PoseVAEConfig(**sidecar["config"]["model"]))
-    return load_weights(model, path, device).to(device).eval(), sidecar["stats"]
+    model = load_model(path, sidecar, lambda s: PoseVAE(PoseVAEConfig(**s["config"]["model"])), device)
+    return model.to(device).eval(), sidecar["stats"]
 
 
 @torch.no_grad()

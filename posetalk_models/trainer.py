@@ -23,7 +23,8 @@ from torch import nn
 
 from .config import LoopConfig
 from .data import loader
-from .runs import check_resume, last_checkpoint, load_weights, save_checkpoint, save_weights
+from .runs import (CheckpointError, check_resume, last_checkpoint, load_state, load_weights, save_checkpoint,
+                   save_state, save_weights)
 
 
 # ------------------------------------------------------------------ devices, precision, processes
@@ -32,7 +33,17 @@ def pick_device(name: str) -> torch.device:
         if is_distributed() and torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} (--device or loop.device): use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu "
+                         "(or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered "
+                         "from 0")
+    return device
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -72,8 +83,8 @@ def _leave_group() -> None:
 class _Log:
     """metrics.jsonl, and TensorBoard scalars when the package is installed; rank 0 only."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
-        self.file = (run_dir / "metrics.jsonl").open("a")
+    def __init__(self, run_dir: Path, tensorboard: bool, step: int):
+        self.file = self._trimmed(run_dir / "metrics.jsonl", step).open("a")
         self.tb = None
         if tensorboard:
             try:
@@ -81,6 +92,21 @@ class _Log:
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:  # optional: the JSON lines are the record
                 pass
+
+    @staticmethod
+    def _trimmed(path: Path, step: int) -> Path:
+        """metrics.jsonl as of the checkpoint a run resumes from: rows of later steps (training a kill lost, which
+        the run does again) and a line cut short by the kill are dropped, so every row is whole and steps repeat
+        nowhere."""
+        if not path.is_file():
+            return path
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.endswith("\n") and _step_of(line) is not None and _step_of(line) <= step]
+        if kept != lines:
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
+        return path
 
     def write(self, row: dict) -> None:
         self.file.write(json.dumps(row) + "\n")
@@ -94,6 +120,13 @@ class _Log:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class _Adversary:
@@ -123,14 +156,13 @@ class _Adversary:
         return {f"disc_{k}": v for k, v in losses.items()}
 
     def save(self, path: Path) -> None:
-        torch.save(self.opt.state_dict(), path.with_suffix(".disc.opt.pt"))
+        save_state(path.with_suffix(".disc.opt.pt"), self.opt.state_dict())
         save_weights(path.with_suffix(".disc.safetensors"), self.disc, {"kind": "discriminator"})
 
     def load(self, path: Path, device: torch.device) -> None:
         if path.with_suffix(".disc.safetensors").is_file():   # a run that had no discriminator yet starts one
             load_weights(self.disc, path.with_suffix(".disc.safetensors"), device)
-            self.opt.load_state_dict(torch.load(path.with_suffix(".disc.opt.pt"), map_location=device,
-                                                weights_only=True))
+            self.opt.load_state_dict(load_state(path.with_suffix(".disc.opt.pt"), device))
 
 
 def _progress(enabled: bool):
@@ -139,6 +171,20 @@ def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+
+def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, adversary: _Adversary | None,
+            device: torch.device) -> None:
+    """Weights and optimiser state from checkpoint `path`; a damaged one is a CheckpointError that says how to
+    resume from the one before."""
+    try:
+        load_weights(model, path, device)
+        opt.load_state_dict(load_state(path.with_suffix(".opt.pt"), device))
+        if adversary is not None:
+            adversary.load(path, device)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}. To resume from the checkpoint before it, move {path.stem}.* out of "
+                              f"{path.parent}") from None
 
 
 # ------------------------------------------------------------------ the loop
@@ -172,10 +218,7 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
     path, saved = last_checkpoint(run_dir)
     adversary = _Adversary(objective, loop, device, world) if getattr(objective, "discriminator", None) else None
     if path is not None:  # resume: weights and optimiser from the checkpoint, the rest from the config
-        load_weights(model, path, device)
-        opt.load_state_dict(torch.load(path.with_suffix(".opt.pt"), map_location=device, weights_only=True))
-        if adversary is not None:
-            adversary.load(path, device)
+        _resume(path, model, opt, adversary, device)
         step, last = saved["step"], path
     if step >= loop.max_steps:
         return last
@@ -194,9 +237,9 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
         # needs its own noise, dropout and diffusion timesteps, or the ranks' gradients share them
         torch.manual_seed(loop.seed + rank)
     chief = rank == 0
-    log = _Log(run_dir, loop.tensorboard) if chief else None
+    data, fresh = batches(step), True       # first: data that cannot give an item is refused before any log
+    log = _Log(run_dir, loop.tensorboard, step) if chief else None
     progress = _progress(loop.progress and chief)
-    data, fresh = batches(step), True
     objective.train()
     t0, logged = time.perf_counter(), step
     try:
@@ -206,7 +249,8 @@ def train(name: str, run_dir: str | Path, objective: nn.Module, batches: Callabl
                 batch = next(data, None)
                 if batch is None:  # epoch mode (data.resample false): the next epoch; every rank ends together
                     if fresh:
-                        raise ValueError(f"{name}: an epoch gave no training windows (fewer clips than ranks?)")
+                        raise ValueError(f"{name}: an epoch gave no training items (fewer clips than ranks, or no "
+                                         "clip long enough for one item)")
                     data, fresh = batches(step), True
                     continue
                 fresh = False

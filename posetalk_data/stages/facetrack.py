@@ -190,7 +190,8 @@ class FaceTrackStage(Stage):
         dropped = [(s, e, "no face (the tracked face was not found)") for s, e in lost]
         short = [(s, e) for s, e in runs if e - s < min_len]
         if whole and short and len(short) == len(runs):
-            return [], [(a, b, f"no face-continuous span of at least {cfg.min_clip_s:g} s (face found in "
+            return [], [(a, b, f"no face-continuous span of facetrack.min_clip_s ({cfg.min_clip_s:g} s) in "
+                               f"{(b - a) / fps:.2f} s of video (face found in "
                                f"{len(main.frames) / max(len(checked), 1):.0%} of the checked frames)")]
         dropped += [(s, e, f"face span shorter than facetrack.min_clip_s ({(e - s) / fps:.2f} s < "
                            f"{cfg.min_clip_s:g} s)") for s, e in short]

@@ -34,6 +34,7 @@ class ProbeStage(Stage):
             raise ClipFailure(f"clip ends at {end:.2f} s, past the video's end ({info.duration:.2f} s)")
         record.start, record.end = start, min(end, info.duration)
         if record.end - record.start < self.cfg.min_seconds:
-            raise ClipFailure(f"too short: {record.end - record.start:.2f} s < {self.cfg.min_seconds} s")
+            raise ClipFailure(f"too short: {record.end - record.start:.2f} s, below normalise.min_seconds "
+                              f"({self.cfg.min_seconds:g} s)")
         record.probe = info.as_dict()
         return record
