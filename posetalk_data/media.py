@@ -8,14 +8,23 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import tempfile
 import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import ffmpeg
 import numpy as np
+
+# ffmpeg / ffprobe are stopped after this long (seconds): a damaged input must not keep a command busy for ever.
+# Generous: decoding an hour of audio or muxing an hour of video takes well under a minute.
+FFMPEG_TIMEOUT = 600
+FFPROBE_TIMEOUT = 60
+# Images: larger ones are read reduced (JPEG: while decoding) to at most MAX_IMAGE_SIDE on a side; one that would
+# still need more than MAX_IMAGE_PIXELS decoded is refused.
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 class MediaError(Exception):
@@ -77,11 +86,17 @@ def _rate(text: str | None) -> float:
 
 
 def _ffprobe(path: str | Path) -> dict:
+    import json
+
+    args = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", safe_path(path)]
     try:
-        return ffmpeg.probe(safe_path(path))
-    except ffmpeg.Error as err:
-        detail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
-        raise MediaError(f"ffprobe cannot read it ({detail[0]})") from None
+        proc = subprocess.run(args, capture_output=True, timeout=FFPROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffprobe did not finish within {FFPROBE_TIMEOUT} s (a damaged file?)") from None
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
+        raise MediaError(f"ffprobe cannot read it ({detail[0]})")
+    return json.loads(proc.stdout)
 
 
 def has_audio(path: str | Path) -> bool:
@@ -135,7 +150,10 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
         width, height = info.width, info.height
     args += ["-i", safe_path(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frame_bytes = width * height * 3
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # stderr goes to a file: a pipe read only at the end fills up (64 KiB) on a damaged stream and ffmpeg then
+    # blocks writing it while we block reading frames
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
     finished = False
     try:
         while True:
@@ -148,9 +166,11 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
         if not finished:        # the caller stopped early: stop ffmpeg, it is not an error
             proc.kill()
         proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
-        proc.stderr.close()
-        if proc.wait() != 0 and finished and err:
+        code = proc.wait()
+        log.seek(0)
+        err = log.read().decode(errors="replace").strip()
+        log.close()
+        if code != 0 and finished and err:
             raise MediaError(f"decoding failed: {err.splitlines()[-1]}")
 
 
@@ -205,8 +225,12 @@ class VideoWriter:
         self.close()
 
 
-def _run(args: list[str], what: str) -> bytes:
-    proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], capture_output=True)
+def _run(args: list[str], what: str, timeout: float = FFMPEG_TIMEOUT) -> bytes:
+    try:
+        proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:      # subprocess.run has killed ffmpeg
+        raise MediaError(f"{what} did not finish within {timeout:g} s (a damaged input?)") from None
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
         raise MediaError(f"{what} failed: {tail[0]}")
@@ -230,6 +254,17 @@ def mux_audio(video: str | Path, audio: str | Path, out: str | Path, *, seconds:
     _run(["-i", safe_path(video), "-i", safe_path(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
           "-af", "apad", "-c:a", "aac", "-b:a", "128k", "-t", f"{seconds:.6f}", "-movflags", "+faststart",
           safe_path(out)], "muxing the audio")
+
+
+def nonfinite_samples(path: str | Path) -> int:
+    """How many samples of the first audio stream are NaN or infinite. Only float PCM (a float WAV) can hold them
+    (decoders of compressed audio never produce them), so only that is decoded: as stored, no resampling or mixing
+    that would spread or hide them."""
+    streams = [s for s in _ffprobe(path).get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams or not streams[0].get("codec_name", "").startswith("pcm_f"):
+        return 0
+    raw = _run(["-i", safe_path(path), "-map", "0:a:0", "-f", "f32le", "-"], "audio read")
+    return int((~np.isfinite(np.frombuffer(raw, "<f4"))).sum())
 
 
 def read_wav(path: str | Path) -> np.ndarray:
@@ -262,11 +297,44 @@ def flac_bytes(samples: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-def still_video(image: str | Path, out: str | Path, *, seconds: float, fps: int) -> Path:
-    """A still image as a constant video (even frame size, H.264 at high quality), for stages that read video."""
-    _run(["-loop", "1", "-i", safe_path(image), "-t", f"{seconds}", "-r", str(fps), "-vf",
-          "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-pix_fmt",
-          "yuv420p", safe_path(out)], "reading the image")
+def read_image(path: str | Path) -> tuple[np.ndarray, int]:
+    """(RGB uint8 (H, W, 3), frames in the file) of an image file: its first frame, turned upright (EXIF), at most
+    MAX_IMAGE_SIDE on a side (a larger JPEG is reduced while decoding, so a huge one costs little). MediaError, with
+    the reason, for a file that is not a readable image or is too large to read."""
+    import cv2
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # the size is checked below, after draft()
+    try:
+        with Image.open(path) as img:
+            frames = getattr(img, "n_frames", 1)
+            img.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))      # JPEG: DCT scaling, a no-op elsewhere
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise MediaError(f"{w}x{h} pixels is more than posetalk reads ({MAX_IMAGE_PIXELS // 10**6} "
+                                 f"megapixels); downscale it first, e.g. to {MAX_IMAGE_SIDE} px on the long side")
+            img.seek(0)
+            rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        raise MediaError(f"not an image that can be read ({err})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    scale = MAX_IMAGE_SIDE / max(rgb.shape[:2])
+    if scale < 1:
+        rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    return rgb, frames
+
+
+def still_video(image: np.ndarray, out: str | Path, *, seconds: float, fps: int) -> Path:
+    """An RGB image (H, W, 3) as a constant H.264 video at high quality (even frame size: the last odd row or
+    column dropped), for stages that read video. Encoded in-process: no ffmpeg loop over an image it cannot read."""
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    if h == 0 or w == 0:
+        raise MediaError(f"an image of {image.shape[1]}x{image.shape[0]} pixels has no face to find")
+    frame = np.ascontiguousarray(image[:h, :w])
+    with VideoWriter(out, width=w, height=h, fps=fps, crf=12, preset="ultrafast") as writer:
+        for _ in range(max(round(seconds * fps), 1)):
+            writer.write(frame)
     return Path(out)
 
 
