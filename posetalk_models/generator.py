@@ -7,16 +7,20 @@ can be handed to generation or evaluation alone, and `load_cascade(RUN)` rebuild
 """
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError
 from torch import nn
 
 from .coarsenet import CoarseNet, CoarseNetConfig
 from .enhancer import Enhancer, EnhancerConfig
 from .layers import to_unit
 from .refinenet import RefineNet, RefineNetConfig
-from .runs import copy_stage, load_weights, require_checkpoint
+from .runs import checkpoints, copy_stage, load_weights, require_checkpoint
 
 STAGES = ("coarse", "refine", "enhance")
 MODELS = {"coarse": (CoarseNet, CoarseNetConfig), "refine": (RefineNet, RefineNetConfig),
@@ -51,16 +55,58 @@ class Cascade(nn.Module):
         return out
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or sidecar that cannot be loaded (truncated, edited, not posetalk's); the message names it."""
+
+
+def _detail(err: Exception) -> str:
+    text = f"no {err} entry" if isinstance(err, KeyError) else " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+@contextlib.contextmanager
+def loading(weights: Path):
+    """Any failure to read the checkpoint `weights` or its JSON sidecar -> a one-line CheckpointError naming the
+    file at fault and the problem (a missing file keeps its own FileNotFoundError)."""
+    sidecar = weights.with_suffix(".json")
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except SafetensorError as err:
+        raise CheckpointError(f"{weights}: not a complete safetensors file ({_detail(err)}); it may be truncated: "
+                              "use another checkpoint or train again") from err
+    except RuntimeError as err:     # load_state_dict: the weights are not those of the model the sidecar describes
+        raise CheckpointError(f"{weights}: the weights do not fit the model {sidecar.name} describes "
+                              f"({_detail(err)}); was the sidecar edited?") from err
+    except (json.JSONDecodeError, ValidationError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{sidecar}: not a posetalk checkpoint sidecar ({_detail(err)}); it may be damaged "
+                              "or edited") from err
+
+
 def load_cascade(run_dir: str | Path, device="cpu") -> tuple[Cascade, dict]:
-    """(eval-mode cascade up to the run's own stage, the run's last checkpoint sidecar) from any generator run."""
-    path, sidecar = require_checkpoint(run_dir, "coarse")
+    """(eval-mode cascade up to the run's own stage, the run's last checkpoint sidecar) from any generator run; a
+    damaged checkpoint or sidecar is a CheckpointError naming the file."""
+    given = Path(run_dir)
+    newest = given if given.suffix == ".safetensors" else (checkpoints(given) or [given / "step-?.safetensors"])[-1]
+    with loading(newest):
+        path, sidecar = require_checkpoint(given, "coarse")
+        kind = sidecar.get("kind")
+        if kind not in STAGES:
+            raise CheckpointError(f"{Path(path).with_suffix('.json')}: no model kind in this sidecar (damaged, or "
+                                  "not a posetalk checkpoint)" if kind is None else
+                                  f"{path} is a {kind} checkpoint, not a video generator run (coarse, refine or "
+                                  "enhance)")
+        stages = {kind: load_weights(build_stage(kind, sidecar), path, device)}
     run_dir = Path(path).parent        # a run folder, or one of its checkpoints
-    kind = sidecar.get("kind")
-    if kind not in STAGES:
-        raise ValueError(f"{path} is a {kind} checkpoint, not a video generator run (coarse, refine or enhance)")
-    stages = {kind: load_weights(build_stage(kind, sidecar), path, device)}
     for name in STAGES[:STAGES.index(kind)]:
-        stages[name], _ = copy_stage(run_dir, name, None, build=lambda s, n=name: build_stage(n, s), device=device)
+        copy = run_dir / f"{name}.safetensors"
+        if not copy.is_file():
+            raise ValueError(f"{run_dir}: the copy of the {name} stage this run was trained over ({copy.name}) is "
+                             "missing; the run folder is incomplete")
+        with loading(copy):
+            stages[name], _ = copy_stage(run_dir, name, None, build=lambda s, n=name: build_stage(n, s),
+                                         device=device)
     cascade = Cascade(stages["coarse"], stages.get("refine"), stages.get("enhance"))
     cascade.weight_files = [run_dir / f"{name}.safetensors" for name in STAGES[:STAGES.index(kind)]] + [Path(path)]
     return cascade.to(device).eval().requires_grad_(False), sidecar
