@@ -23,7 +23,7 @@ FFMPEG_TIMEOUT = 600
 FFPROBE_TIMEOUT = 60
 # Images: larger ones are read reduced (JPEG: while decoding) to at most MAX_IMAGE_SIDE on a side; one that would
 # still need more than MAX_IMAGE_PIXELS decoded is refused.
-MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_SIDE = 2048
 MAX_IMAGE_PIXELS = 100_000_000
 
 

@@ -2,8 +2,8 @@
 pipeline's own stages, so generation and evaluation see faces exactly as the trainers did.
 
 probe -> facetrack (detection, crop) -> landmarks (MediaPipe mesh) -> headpose (pose, gaze): the stages of
-posetalk_data.pipeline, with the crop settings of the generator's training build. A portrait is read as a 2 s still
-video. What fails a clip in a build (no face, several faces under a `drop` policy, an unreadable file) is a
+posetalk_data.pipeline, with the crop settings of the generator's training build. A portrait is read as a short
+still video. What fails a clip in a build (no face, several faces under a `drop` policy, an unreadable file) is a
 ValueError here, with the stage's reason.
 """
 from __future__ import annotations
@@ -23,6 +23,9 @@ from .frames import face_frame
 
 EXTRACT_STAGES = ("probe", "facetrack", "landmarks", "headpose")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# An image is read as a still video this long: a few identical frames serve every stage, and a large photo is
+# encoded for each one (2 s of a 4096 px still took half a minute)
+STILL_SECONDS = 0.4
 
 
 @dataclass
@@ -60,11 +63,16 @@ def extraction_config(pipeline: dict | None, *, single_face: bool, crop_size: in
     tree = dict(pipeline or {})
     tree.update(profile="offline", speech={"backend": "mel"}, text={"encoder": "minilm"})
     cfg = PipelineConfig.model_validate(tree)
-    face = {"min_clip_s": min_seconds, **({"crop_size": crop_size} if crop_size else {})}
+    face = {"crop_size": crop_size} if crop_size else {}
     if single_face:
         face.update(multi_face="drop", multi_face_min_fraction=0.0)
-    return cfg.model_copy(update={"facetrack": cfg.facetrack.model_copy(update=face),
-                                  "normalise": cfg.normalise.model_copy(update={"min_seconds": min_seconds})})
+    return shortest(cfg.model_copy(update={"facetrack": cfg.facetrack.model_copy(update=face)}), min_seconds)
+
+
+def shortest(cfg: PipelineConfig, seconds: float) -> PipelineConfig:
+    """cfg keeping videos and face spans down to `seconds` long."""
+    return cfg.model_copy(update={"facetrack": cfg.facetrack.model_copy(update={"min_clip_s": seconds}),
+                                  "normalise": cfg.normalise.model_copy(update={"min_seconds": seconds})})
 
 
 def face_tracks(path: str | Path, cfg: PipelineConfig) -> list[FaceTrack]:
@@ -75,12 +83,12 @@ def face_tracks(path: str | Path, cfg: PipelineConfig) -> list[FaceTrack]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    stages = [s for s in build_stages(cfg) if s.name in EXTRACT_STAGES]
+    image = path.suffix.lower() in IMAGE_SUFFIXES
+    stages = [s for s in build_stages(shortest(cfg, STILL_SECONDS / 2) if image else cfg) if s.name in EXTRACT_STAGES]
     with tempfile.TemporaryDirectory(prefix="posetalk_extract_") as tmp:
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            video = still_video(image_frame(path), Path(tmp) / "still.mp4", seconds=2.0, fps=VIDEO_FPS)
-        else:
-            video = path
+        video = path
+        if image:
+            video = still_video(image_frame(path), Path(tmp) / "still.mp4", seconds=STILL_SECONDS, fps=VIDEO_FPS)
         records = [ClipRecord(spec=VideoSpec(source="generate", video_id=path.name, path=str(video)),
                               workdir=Path(tmp))]
         for stage in stages:
