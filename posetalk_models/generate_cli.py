@@ -61,6 +61,7 @@ def check_device(device: str) -> None:
 @contextlib.contextmanager
 def loading_run(run: Path, flag: str):
     """A run that fails to load for a reason the loader does not name (a damaged file): one line naming the run."""
+    from pydantic import ValidationError
     from safetensors import SafetensorError
 
     from .generator import CheckpointError
@@ -69,7 +70,8 @@ def loading_run(run: Path, flag: str):
         yield
     except CheckpointError:
         raise
-    except (SafetensorError, RuntimeError, KeyError, TypeError) as err:
+    except (SafetensorError, RuntimeError, KeyError, TypeError, AttributeError, json.JSONDecodeError,
+            ValidationError) as err:
         raise ValueError(f"{flag} {run}: a checkpoint or sidecar in it cannot be loaded "
                          f"({' '.join(str(err).split())[:200]}); it may be damaged or edited") from err
 
