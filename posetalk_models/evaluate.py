@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +31,11 @@ from posetalk_data.reading import load_manifest, read_samples
 from posetalk_data.schema import VIDEO_FPS
 
 from . import video_metrics as vm
+from .eval_report import finite, markdown, mean_rows, strip
 from .extract import FaceTrack, extraction_config, face_tracks
 from .frames import crop_motion
 from .render import write_video
 from .stream import npy
-
-STRIP_FRAMES = 6
-
 
 @dataclass
 class Clip:
@@ -130,51 +127,6 @@ def score(frames: np.ndarray, clip: Clip, real_track: FaceTrack | None, source_t
     if scorers.expert is not None and clip.speech is not None:
         out.update(vm.expert_sync(scorers.expert, track, clip.speech))
     return out
-
-
-def strip(rows: dict[str, np.ndarray], path: Path) -> Path:
-    """A picture a person can look at: STRIP_FRAMES frames spread over the clip, one labelled row per method."""
-    t = min(len(f) for f in rows.values())
-    idx = np.linspace(0, t - 1, STRIP_FRAMES).round().astype(int)
-    lines = []
-    for name, frames in rows.items():
-        line = np.concatenate([frames[i] for i in idx], 1).copy()
-        cv2.putText(line, name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-        lines.append(line)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(lines, 0), cv2.COLOR_RGB2BGR))
-    return path
-
-
-def mean_rows(per_clip: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Per row, each metric's mean over the clips that have it."""
-    rows: dict[str, dict[str, list[float]]] = {}
-    for clip_rows in per_clip.values():
-        for row, figures in clip_rows.items():
-            for name, value in figures.items():
-                rows.setdefault(row, {}).setdefault(name, []).append(value)
-    return {row: {name: float(np.mean(values)) for name, values in figures.items()} for row, figures in rows.items()}
-
-
-def markdown(rows: dict[str, dict[str, float]], errors: dict[str, str], settings: dict,
-             incomplete: dict[str, list[str]] | None = None) -> str:
-    incomplete = incomplete or {}
-    names = [m for m in vm.DEFINITIONS if any(m in r for r in rows.values())]
-    fmt = lambda v: "inf" if v is not None and math.isinf(v) else "-" if v is None else f"{v:.4g}"  # noqa: E731
-    lines = ["# posetalk-eval", "", f"Self-reenactment on `{settings['manifest']}`: {settings['clips']} clip(s), "
-             f"{settings['size']} px. Source = each clip's first frame; driving pose, gaze and speech = the clip's "
-             "own.", "", "| row | " + " | ".join(vm.DEFINITIONS[m][0] for m in names) + " |",
-             "|---|" + "---|" * len(names)]
-    lines += [f"| {row}{' (incomplete: not averaged)' if row in incomplete else ''} | "
-              + " | ".join(fmt(figures.get(m)) for m in names) + " |" for row, figures in rows.items()]
-    if incomplete:
-        lines += ["", "## Incomplete rows", "", "A method's video must cover every clip; these rows are not averaged "
-                  "(their complete clips are in metrics.json, per_clip).", ""]
-        lines += [f"- {row}: {'; '.join(why)}" for row, why in incomplete.items()]
-    lines += ["", "## Definitions", ""] + [f"- **{vm.DEFINITIONS[m][0]}**: {vm.DEFINITIONS[m][1]}" for m in names]
-    if errors:
-        lines += ["", "## Not computed", ""] + [f"- {name}: {why}" for name, why in errors.items()]
-    return "\n".join(lines) + "\n"
 
 
 def check_speech(manifest: str | Path, speech: str | None, sidecar: dict) -> None:
@@ -304,17 +256,6 @@ def evaluate(manifest: str | Path, out_dir: str | Path, *, generator: str | Path
     (out_dir / "metrics.json").write_text(json.dumps(finite(result), indent=1) + "\n")
     (out_dir / "metrics.md").write_text(markdown(result["rows"], found.errors, settings, incomplete))
     return result
-
-
-def finite(value):
-    """JSON-safe: inf / nan (PSNR of identical frames) written as the strings "inf" / "nan"."""
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def load_video(path: Path, size: int, frames: int) -> np.ndarray:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from posetalk_data.config import PipelineConfig
-from posetalk_data.media import MediaError, read_frames, read_image, still_video
+from posetalk_data.images import read_image, still_video
+from posetalk_data.media import MediaError, read_frames
 from posetalk_data.schema import VIDEO_FPS, ClipRecord, VideoSpec
 
 from .data import motion_features
