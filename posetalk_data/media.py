@@ -8,14 +8,19 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import tempfile
 import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import ffmpeg
 import numpy as np
+
+# ffmpeg / ffprobe are stopped after this long (seconds): a damaged input must not keep a command busy for ever.
+# Generous: decoding an hour of audio or muxing an hour of video takes well under a minute.
+FFMPEG_TIMEOUT = 600
+FFPROBE_TIMEOUT = 60
 
 
 class MediaError(Exception):
@@ -77,11 +82,17 @@ def _rate(text: str | None) -> float:
 
 
 def _ffprobe(path: str | Path) -> dict:
+    import json
+
+    args = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", safe_path(path)]
     try:
-        return ffmpeg.probe(safe_path(path))
-    except ffmpeg.Error as err:
-        detail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
-        raise MediaError(f"ffprobe cannot read it ({detail[0]})") from None
+        proc = subprocess.run(args, capture_output=True, timeout=FFPROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffprobe did not finish within {FFPROBE_TIMEOUT} s (a damaged file?)") from None
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
+        raise MediaError(f"ffprobe cannot read it ({detail[0]})")
+    return json.loads(proc.stdout)
 
 
 def has_audio(path: str | Path) -> bool:
@@ -135,7 +146,10 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
         width, height = info.width, info.height
     args += ["-i", safe_path(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frame_bytes = width * height * 3
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # stderr goes to a file: a pipe read only at the end fills up (64 KiB) on a damaged stream and ffmpeg then
+    # blocks writing it while we block reading frames
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
     finished = False
     try:
         while True:
@@ -148,9 +162,11 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
         if not finished:        # the caller stopped early: stop ffmpeg, it is not an error
             proc.kill()
         proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
-        proc.stderr.close()
-        if proc.wait() != 0 and finished and err:
+        code = proc.wait()
+        log.seek(0)
+        err = log.read().decode(errors="replace").strip()
+        log.close()
+        if code != 0 and finished and err:
             raise MediaError(f"decoding failed: {err.splitlines()[-1]}")
 
 
@@ -205,8 +221,12 @@ class VideoWriter:
         self.close()
 
 
-def _run(args: list[str], what: str) -> bytes:
-    proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], capture_output=True)
+def _run(args: list[str], what: str, timeout: float = FFMPEG_TIMEOUT) -> bytes:
+    try:
+        proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:      # subprocess.run has killed ffmpeg
+        raise MediaError(f"{what} did not finish within {timeout:g} s (a damaged input?)") from None
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
         raise MediaError(f"{what} failed: {tail[0]}")
@@ -242,6 +262,17 @@ def audio_moved_copy(video: str | Path, out: str | Path, frames: int, *, audio: 
     inputs = ["-i", safe_path(video)] + (["-i", safe_path(audio)] if audio else [])
     _run([*inputs, "-map", "0:v:0", "-c:v", "copy", "-map", f"{1 if audio else 0}:a:0", "-af", moved,
           "-c:a", "pcm_s16le", safe_path(out)], "moving the audio")
+
+
+def nonfinite_samples(path: str | Path) -> int:
+    """How many samples of the first audio stream are NaN or infinite. Only float PCM (a float WAV) can hold them
+    (decoders of compressed audio never produce them), so only that is decoded: as stored, no resampling or mixing
+    that would spread or hide them."""
+    streams = [s for s in _ffprobe(path).get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams or not streams[0].get("codec_name", "").startswith("pcm_f"):
+        return 0
+    raw = _run(["-i", safe_path(path), "-map", "0:a:0", "-f", "f32le", "-"], "audio read")
+    return int((~np.isfinite(np.frombuffer(raw, "<f4"))).sum())
 
 
 def read_wav(path: str | Path) -> np.ndarray:
@@ -300,14 +331,6 @@ def mp4_frames(data: bytes, indices: list[int] | None = None, size: int | None =
         interp = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_CUBIC
         frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
     return frames
-
-
-def still_video(image: str | Path, out: str | Path, *, seconds: float, fps: int) -> Path:
-    """A still image as a constant video (even frame size, H.264 at high quality), for stages that read video."""
-    _run(["-loop", "1", "-i", safe_path(image), "-t", f"{seconds}", "-r", str(fps), "-vf",
-          "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-pix_fmt",
-          "yuv420p", safe_path(out)], "reading the image")
-    return Path(out)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -5,7 +5,8 @@
 
 Self-reenactment: each test clip's first frame is the source, its own pose, gaze and speech drive it, and the result
 is compared with the real frames. Rows: real (reference values), static (the first frame repeated: the floor), the
-model, and each --videos folder (files <sample key>.mp4). Writes OUT/metrics.json, OUT/metrics.md and
+model, and each --videos folder (files <sample key>.mp4; a method whose video is missing or shorter than a clip is
+marked incomplete and not averaged). Writes OUT/metrics.json, OUT/metrics.md and
 OUT/strips/<key>.png (real | each row). Metrics that need weights this machine lacks are listed as not computed,
 with how to provide them; the others are computed anyway.
 """
@@ -51,15 +52,18 @@ def evaluate(
                                                                         "the torch hub cache)."),
     sync_run: Path = typer.Option(None, "--sync", help="The posetalk lip-sync expert run (PS-D / PS-C)."),
     max_clips: int = typer.Option(None, "--max-clips", min=1, help="Evaluate the first N clips only."),
-    max_frames: int = typer.Option(None, "--max-frames", min=10, help="Evaluate each clip's first N frames only."),
+    max_frames: int = typer.Option(None, "--max-frames", min=10, help="Evaluate each clip's first N frames only "
+                                                                      "(clips under a second are measured too)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     """Score the rows on every test clip and write the labelled table."""
     from rich.console import Console
 
     from .evaluate import evaluate as run_evaluate
+    from .generate_cli import check_device
 
     console = Console(stderr=True)
+    check_device(device)
     if not manifest.is_file():
         _fail(f"--manifest {manifest}: no such file")
     if generator is None and not videos:
@@ -71,5 +75,7 @@ def evaluate(
                               progress=lambda key: console.print(f"scored {key}"))
     for name, why in result["not_computed"].items():
         console.print(f"[yellow]not computed[/] {name}: {why}", soft_wrap=True)
+    for name, why in result["incomplete"].items():
+        console.print(f"[yellow]incomplete[/] {name}: {'; '.join(why)} (not averaged)", soft_wrap=True)
     typer.echo((out / "metrics.md").read_text())
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'strips'}/")

@@ -6,8 +6,10 @@ generated video can be compared with the real one pixel for pixel (the paper's S
 - real: the real frames against themselves where that is meaningful (SSIM 1, PSNR inf, zero pose error) and the
   real footage's own identity, lip sync and pose diversity: the reference values
 - static: the first frame repeated: the floor a method has to beat
-- the model (a generator run), and every --videos folder (files named <sample key>.mp4, resized to the evaluation
-  size, cut to the clip's length)
+- the model (a generator run; its frames resized to the evaluation size when that differs from the generator's),
+  and every --videos folder (files named <sample key>.mp4, resized to the evaluation size, cut to the clip's
+  length). A method whose video is missing or shorter than a clip is not scored on part of it: its row is marked
+  incomplete in the table and has no averages.
 
 Geometry (pose, gaze, mouth, expression) comes from posetalk's own extractor run on each row's frames and on the
 real frames alike (upscaled to at least 256 px first), so extractor bias cancels. DIR/metrics.json holds every
@@ -15,8 +17,8 @@ figure per row and per clip with the definitions; DIR/metrics.md the table; DIR/
 """
 from __future__ import annotations
 
+import io
 import json
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +31,17 @@ from posetalk_data.reading import load_manifest, read_samples
 from posetalk_data.schema import VIDEO_FPS
 
 from . import video_metrics as vm
+from .eval_report import finite, markdown, mean_rows, strip
 from .extract import FaceTrack, extraction_config, face_tracks
-from .frames import crop_motion, decode_frames
+from .frames import crop_motion
 from .render import write_video
 from .stream import npy
-
-STRIP_FRAMES = 6
-
 
 @dataclass
 class Clip:
     key: str
-    real: np.ndarray            # (T, S, S, 3) uint8
+    source: np.ndarray          # (C, C, 3) uint8: the first frame at the stored crop size C (the generator's input)
+    real: np.ndarray            # (T, S, S, 3) uint8 at the evaluation size
     audio: np.ndarray           # 16 kHz float
     motion: np.ndarray          # (T, 10) crop-space motion relative to frame 0
     speech: np.ndarray | None   # (T, D) the manifest's speech features
@@ -63,24 +64,42 @@ def clips(manifest: str | Path, size: int, speech: str | None, limit: int | None
             return
         pose, gaze, landmarks = npy(sample["pose.npy"]), npy(sample["gaze.npy"]), npy(sample["landmarks.npy"])
         t = len(pose) if max_frames is None else min(len(pose), max_frames)
-        real = decode_frames(sample["video.mp4"], list(range(t)), size)
+        stored = stored_frames(sample["video.mp4"], t)
         with tempfile.NamedTemporaryFile(suffix=".flac") as f:
             f.write(sample["audio.flac"])
             f.flush()
             audio = read_wav(f.name)[: round(t / VIDEO_FPS * 16000)]
         features = npy(sample[f"{speech}.npy"]).astype(np.float32)[:t] if speech else None
-        yield Clip(key, real, audio, crop_motion(pose, gaze, landmarks, 0)[:t], features)
+        yield Clip(key, stored[0], resized(stored, size), audio, crop_motion(pose, gaze, landmarks, 0)[:t], features)
+
+
+def stored_frames(video: bytes, n: int) -> np.ndarray:
+    """A clip's first n frames at the size they are stored (decord's scaling while decoding is wrong at some sizes,
+    e.g. 48 px: frames are resized afterwards, by `resized`)."""
+    import decord
+
+    return decord.VideoReader(io.BytesIO(video), num_threads=1).get_batch(list(range(n))).asnumpy()
+
+
+def resized(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) -> (T, size, size, 3): area averaging down, bicubic up; the frames themselves at their size."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    interpolation = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (size, size), interpolation=interpolation) for f in frames])
 
 
 def extract(frames: np.ndarray, pipeline: dict | None) -> FaceTrack | None:
-    """posetalk's extractor on frames (upscaled to >= 256 px); None when it finds no face."""
-    side = frames.shape[1]
-    if side < 256:
-        frames = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in frames])
+    """posetalk's extractor on frames (upscaled to >= 256 px); None when it finds no face. A clip under a second is
+    measured too: the shortest face span kept is half the clip, up to the builds' 1 s."""
+    if frames.shape[1] < 256:
+        frames = resized(frames, 256)
+    min_seconds = min(1.0, len(frames) / VIDEO_FPS / 2)
     with tempfile.TemporaryDirectory() as tmp:
         video = write_video(frames, Path(tmp) / "frames.mp4", crf=12)
         try:
-            tracks = face_tracks(video, extraction_config(pipeline, single_face=False, crop_size=256))
+            tracks = face_tracks(video, extraction_config(pipeline, single_face=False, crop_size=256,
+                                                          min_seconds=min_seconds))
         except ValueError:
             return None
     return tracks[0]
@@ -108,44 +127,6 @@ def score(frames: np.ndarray, clip: Clip, real_track: FaceTrack | None, source_t
     if scorers.expert is not None and clip.speech is not None:
         out.update(vm.expert_sync(scorers.expert, track, clip.speech))
     return out
-
-
-def strip(rows: dict[str, np.ndarray], path: Path) -> Path:
-    """A picture a person can look at: STRIP_FRAMES frames spread over the clip, one labelled row per method."""
-    t = min(len(f) for f in rows.values())
-    idx = np.linspace(0, t - 1, STRIP_FRAMES).round().astype(int)
-    lines = []
-    for name, frames in rows.items():
-        line = np.concatenate([frames[i] for i in idx], 1).copy()
-        cv2.putText(line, name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-        lines.append(line)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(lines, 0), cv2.COLOR_RGB2BGR))
-    return path
-
-
-def mean_rows(per_clip: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Per row, each metric's mean over the clips that have it."""
-    rows: dict[str, dict[str, list[float]]] = {}
-    for clip_rows in per_clip.values():
-        for row, figures in clip_rows.items():
-            for name, value in figures.items():
-                rows.setdefault(row, {}).setdefault(name, []).append(value)
-    return {row: {name: float(np.mean(values)) for name, values in figures.items()} for row, figures in rows.items()}
-
-
-def markdown(rows: dict[str, dict[str, float]], errors: dict[str, str], settings: dict) -> str:
-    names = [m for m in vm.DEFINITIONS if any(m in r for r in rows.values())]
-    fmt = lambda v: "inf" if v is not None and math.isinf(v) else "-" if v is None else f"{v:.4g}"  # noqa: E731
-    lines = ["# posetalk-eval", "", f"Self-reenactment on `{settings['manifest']}`: {settings['clips']} clip(s), "
-             f"{settings['size']} px. Source = each clip's first frame; driving pose, gaze and speech = the clip's "
-             "own.", "", "| row | " + " | ".join(vm.DEFINITIONS[m][0] for m in names) + " |",
-             "|---|" + "---|" * len(names)]
-    lines += [f"| {row} | " + " | ".join(fmt(figures.get(m)) for m in names) + " |" for row, figures in rows.items()]
-    lines += ["", "## Definitions", ""] + [f"- **{vm.DEFINITIONS[m][0]}**: {vm.DEFINITIONS[m][1]}" for m in names]
-    if errors:
-        lines += ["", "## Not computed", ""] + [f"- {name}: {why}" for name, why in errors.items()]
-    return "\n".join(lines) + "\n"
 
 
 def check_speech(manifest: str | Path, speech: str | None, sidecar: dict) -> None:
@@ -185,17 +166,18 @@ def scorers(*, lpips_weights: str | None, syncnet_weights: str | None, sync_run:
             raise                                          # asked for by path: a missing file is an error
         out.errors["lse_d / lse_c"] = str(err)
     if sync_run:
+        from .runs import load_model, require_checkpoint
         from .syncnet import SyncExpert, SyncExpertConfig
-        from .runs import load_weights, require_checkpoint
 
         path, sidecar = require_checkpoint(sync_run, "sync")
-        if sidecar.get("kind") != "sync":
-            raise ValueError(f"{sync_run} is a {sidecar.get('kind')} run, not a lip-sync expert (posetalk-train sync)")
+        if sidecar["kind"] != "sync":
+            raise ValueError(f"{sync_run} is a {sidecar['kind']} run, not a lip-sync expert (posetalk-train sync)")
         member = sidecar["features"]["speech"]["member"]
         if speech is None or member != f"{speech}.npy":
-            raise ValueError(f"the lip-sync expert {sync_run} reads {member}; the test manifest's speech features "
-                             f"are {speech}")
-        out.expert = load_weights(SyncExpert(SyncExpertConfig(**sidecar["config"]["model"])), path, device).eval()
+            raise ValueError(f"the lip-sync expert {sync_run} reads {member}; the test manifest's speech "
+                             f"features are {speech}")
+        out.expert = load_model(path, sidecar, lambda s: SyncExpert(SyncExpertConfig(**s["config"]["model"])),
+                                device).eval()
     else:
         out.errors["ps_d / ps_c"] = "the posetalk lip-sync expert's scores need --sync RUN (posetalk-train sync)"
     return out
@@ -227,31 +209,32 @@ def evaluate(manifest: str | Path, out_dir: str | Path, *, generator: str | Path
     pipeline = load_manifest(manifest).get("pipeline")
     found = scorers(lpips_weights=lpips_weights, syncnet_weights=syncnet_weights, sync_run=sync_run, speech=speech,
                     device=device)
-    per_clip, notes = {}, []
+    per_clip, notes, incomplete = {}, [], {}
+    if cascade is not None and size != cascade.size:
+        notes.append(f"model: rendered at the generator's {cascade.size} px, resized to {size} px for scoring")
     for clip in clips(manifest, size, speech, limit, max_frames):
         rows = {"real": clip.real, "static": np.repeat(clip.real[:1], len(clip.real), 0)}
         if cascade is not None:
             stage = "enhance" if enhance else "refine" if cascade.refine is not None else "coarse"
             data = sidecar["config"]["data"]
-            rows["model"] = render(cascade, source_tensor(clip.real[0], cascade.size), clip.motion[0, :7],
-                                   clip.motion, clip.speech, windows=(data["motion_window"], data["audio_window"]),
-                                   stage=stage)
+            rows["model"] = resized(render(cascade, source_tensor(clip.source, cascade.size), clip.motion[0, :7],
+                                           clip.motion, clip.speech, stage=stage,
+                                           windows=(data["motion_window"], data["audio_window"])), size)
         for name, folder in videos.items():
             path = Path(folder) / f"{clip.key}.mp4"
-            if not path.is_file():
-                notes.append(f"{name}: no {path.name}")
+            frames = load_video(path, size, len(clip.real)) if path.is_file() else None
+            if frames is None or len(frames) < len(clip.real):
+                incomplete.setdefault(name, []).append(
+                    f"no {path.name}" if frames is None else
+                    f"{path.name} has {len(frames)} of the clip's {len(clip.real)} frames")
                 continue
-            frames = load_video(path, size, len(clip.real))
-            if len(frames) < len(clip.real):
-                notes.append(f"{name}/{path.name}: {len(frames)} frames for {len(clip.real)}; scored on those")
             rows[name] = frames
         real_track = extract(clip.real, pipeline)
         source_track = None if real_track is None else FaceTrack(
             real_track.frames[:1], real_track.pose[:1], real_track.gaze[:1], real_track.landmarks[:1], 0.0, 0.0)
         if real_track is None:
             notes.append(f"{clip.key}: the extractor finds no face in the real frames; geometry not scored")
-        per_clip[clip.key] = {name: score(frames[:len(clip.real)], clip if len(frames) >= len(clip.real) else
-                                          trimmed(clip, len(frames)), real_track, source_track, found, pipeline,
+        per_clip[clip.key] = {name: score(frames, clip, real_track, source_track, found, pipeline,
                                           is_real=name == "real")
                               for name, frames in rows.items()}
         strip(rows, out_dir / "strips" / f"{clip.key}.png")
@@ -261,29 +244,15 @@ def evaluate(manifest: str | Path, out_dir: str | Path, *, generator: str | Path
         raise ValueError(f"{manifest}: no clips to evaluate")
     settings = {"manifest": str(manifest), "clips": len(per_clip), "size": size, "generator": str(generator or ""),
                 "videos": {k: str(v) for k, v in videos.items()}, "max_frames": max_frames, "speech": speech}
-    result = {"rows": mean_rows(per_clip), "definitions": {k: {"label": a, "definition": b}
+    rows = mean_rows(per_clip)
+    rows.update({name: {} for name in incomplete})          # averages over some clips only would mislead
+    result = {"rows": rows, "incomplete": incomplete, "definitions": {k: {"label": a, "definition": b}
                                                            for k, (a, b) in vm.DEFINITIONS.items()},
               "not_computed": found.errors, "notes": notes, "settings": settings, "per_clip": per_clip}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(finite(result), indent=1) + "\n")
-    (out_dir / "metrics.md").write_text(markdown(result["rows"], found.errors, settings))
+    (out_dir / "metrics.md").write_text(markdown(result["rows"], found.errors, settings, incomplete))
     return result
-
-
-def finite(value):
-    """JSON-safe: inf / nan (PSNR of identical frames) written as the strings "inf" / "nan"."""
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-def trimmed(clip: Clip, n: int) -> Clip:
-    return Clip(clip.key, clip.real[:n], clip.audio[: round(n / VIDEO_FPS * 16000)], clip.motion[:n],
-                None if clip.speech is None else clip.speech[:n])
 
 
 def load_video(path: Path, size: int, frames: int) -> np.ndarray:

@@ -2,8 +2,8 @@
 pipeline's own stages, so generation and evaluation see faces exactly as the trainers did.
 
 probe -> facetrack (detection, crop) -> landmarks (MediaPipe mesh) -> headpose (pose, gaze): the stages of
-posetalk_data.pipeline, with the crop settings of the generator's training build. A portrait is read as a 2 s still
-video. What fails a clip in a build (no face, several faces under a `drop` policy, an unreadable file) is a
+posetalk_data.pipeline, with the crop settings of the generator's training build. A portrait is read as a short
+still video. What fails a clip in a build (no face, several faces under a `drop` policy, an unreadable file) is a
 ValueError here, with the stage's reason.
 """
 from __future__ import annotations
@@ -15,14 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from posetalk_data.config import PipelineConfig
-from posetalk_data.media import MediaError, read_frames, still_video
+from posetalk_data.images import read_image, still_video
+from posetalk_data.media import MediaError, read_frames
 from posetalk_data.schema import VIDEO_FPS, ClipRecord, VideoSpec
 
 from .data import motion_features
 from .frames import face_frame
 
 EXTRACT_STAGES = ("probe", "facetrack", "landmarks", "headpose")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# An image is read as a still video this long: a few identical frames serve every stage, and a large photo is
+# encoded for each one (2 s of a 4096 px still took half a minute)
+STILL_SECONDS = 0.4
 
 
 @dataclass
@@ -51,17 +55,25 @@ class FaceTrack:
         return (gap / np.maximum(face_frame(self.landmarks)[:, 2], 1e-6)).astype(np.float32)
 
 
-def extraction_config(pipeline: dict | None, *, single_face: bool, crop_size: int | None = None) -> PipelineConfig:
+def extraction_config(pipeline: dict | None, *, single_face: bool, crop_size: int | None = None,
+                      min_seconds: float = 1.0) -> PipelineConfig:
     """The training build's face settings (crop size, scale, detector); cheap speech/text (unused here).
     single_face: a second face anywhere is an error (a portrait), not a flag. crop_size: another crop size (the
-    evaluator measures faces at 256 px whatever the build's size)."""
+    evaluator measures faces at 256 px whatever the build's size). min_seconds: the shortest video and face span
+    kept (the evaluator lowers it for clips under a second)."""
     tree = dict(pipeline or {})
     tree.update(profile="offline", speech={"backend": "mel"}, text={"encoder": "minilm"})
     cfg = PipelineConfig.model_validate(tree)
-    face = {"min_clip_s": 1.0, **({"crop_size": crop_size} if crop_size else {})}
+    face = {"crop_size": crop_size} if crop_size else {}
     if single_face:
         face.update(multi_face="drop", multi_face_min_fraction=0.0)
-    return cfg.model_copy(update={"facetrack": cfg.facetrack.model_copy(update=face)})
+    return shortest(cfg.model_copy(update={"facetrack": cfg.facetrack.model_copy(update=face)}), min_seconds)
+
+
+def shortest(cfg: PipelineConfig, seconds: float) -> PipelineConfig:
+    """cfg keeping videos and face spans down to `seconds` long."""
+    return cfg.model_copy(update={"facetrack": cfg.facetrack.model_copy(update={"min_clip_s": seconds}),
+                                  "normalise": cfg.normalise.model_copy(update={"min_seconds": seconds})})
 
 
 def face_tracks(path: str | Path, cfg: PipelineConfig) -> list[FaceTrack]:
@@ -72,15 +84,12 @@ def face_tracks(path: str | Path, cfg: PipelineConfig) -> list[FaceTrack]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    stages = [s for s in build_stages(cfg) if s.name in EXTRACT_STAGES]
+    image = path.suffix.lower() in IMAGE_SUFFIXES
+    stages = [s for s in build_stages(shortest(cfg, STILL_SECONDS / 2) if image else cfg) if s.name in EXTRACT_STAGES]
     with tempfile.TemporaryDirectory(prefix="posetalk_extract_") as tmp:
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            try:
-                video = still_video(path, Path(tmp) / "still.mp4", seconds=2.0, fps=VIDEO_FPS)
-            except MediaError as err:
-                raise ValueError(f"{path}: not an image ffmpeg can read ({err})") from None
-        else:
-            video = path
+        video = path
+        if image:
+            video = still_video(image_frame(path), Path(tmp) / "still.mp4", seconds=STILL_SECONDS, fps=VIDEO_FPS)
         records = [ClipRecord(spec=VideoSpec(source="generate", video_id=path.name, path=str(video)),
                               workdir=Path(tmp))]
         for stage in stages:
@@ -94,6 +103,14 @@ def face_tracks(path: str | Path, cfg: PipelineConfig) -> list[FaceTrack]:
                             pose=r.arrays["pose"], gaze=r.arrays["gaze"], landmarks=r.arrays["mesh"],
                             start=r.start, end=r.end) for r in records if r.ok]
     return sorted(tracks, key=lambda t: -len(t.frames))
+
+
+def image_frame(path: str | Path) -> np.ndarray:
+    """An image file's picture (an animated one's first frame), or a ValueError saying why it cannot be read."""
+    try:
+        return read_image(path)[0]
+    except MediaError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def portrait(image: str | Path, pipeline: dict | None) -> FaceTrack:

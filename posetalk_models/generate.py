@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posetalk_data.media import extract_audio, read_wav
+from posetalk_data.media import extract_audio, nonfinite_samples, read_wav
 from posetalk_data.schema import AUDIO_RATE, VIDEO_FPS
 from posetalk_data.speech import SpeechBackend, speech_backend
 from posetalk_data.text_encoders import TextEncoder, text_encoder
@@ -78,7 +78,13 @@ def run_text_encoder(sidecar: dict, weights: str | None = None) -> TextEncoder:
 
 
 def audio_samples(path: str | Path) -> np.ndarray:
-    """Any audio or video file -> 16 kHz mono float32 (ffmpeg)."""
+    """Any audio or video file -> 16 kHz mono float32 (ffmpeg). A ValueError for samples that are not numbers (NaN
+    or infinite, as a damaged float WAV may hold): no encoder can mux them, and they would turn into noise or
+    silence unseen."""
+    bad = nonfinite_samples(path)
+    if bad:
+        raise ValueError(f"{path}: {bad} audio samples are not numbers (NaN or infinite); repair the audio or export "
+                         "it again (e.g. as 16-bit PCM)")
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "audio.wav"
         extract_audio(path, wav, rate=AUDIO_RATE)

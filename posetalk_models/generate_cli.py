@@ -8,6 +8,7 @@ posetalk-pose generate (the same module) writes the PLD's pose+gaze sequence alo
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -28,12 +29,51 @@ AUDIO = typer.Option(..., "--audio", help="Speech: any audio or video file ffmpe
 GUIDANCE = typer.Option(2.0, "--guidance", min=0.0, help="PLD classifier-free guidance; 0 = none.")
 STEPS = typer.Option(50, "--steps", min=1, help="PLD DDIM steps.")
 OVERLAP = typer.Option(None, "--overlap", min=0, help="Frames shared by neighbouring PLD windows (default: half).")
-SEED = typer.Option(0, "--seed", help="The same seed gives the same generated pose.")
+SEED = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="The same seed gives the same generated pose.")
 SPEECH_WEIGHTS = typer.Option(None, "--speech-weights", help="Folder of the speech model the runs were trained with "
                                                             "(else the HF cache).")
 TEXT_WEIGHTS = typer.Option(None, "--text-weights", help="File/folder of the PLD run's text encoder (else its "
                                                         "package or cache).")
 DEVICE = typer.Option("cpu", "--device", help="cpu or cuda.")
+FORCE = typer.Option(False, "--force", help="Replace files at --out that this command did not write, or write into "
+                                            "a training run's folder (never over an input).")
+
+
+def run_folder(run: Path | None) -> Path | None:
+    """What a run argument makes the command read: the whole run folder, also when one checkpoint is named."""
+    return run.parent if run is not None and run.suffix == ".safetensors" else run
+
+
+def check_device(device: str) -> None:
+    """cpu, cuda or cuda:N, and a GPU present for cuda: one line now rather than a traceback from inside torch."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        _fail(f"--device {device}: not a device; use cpu, cuda or cuda:N")
+    if kind not in ("cpu", "cuda"):
+        _fail(f"--device {device}: use cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        _fail(f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is false); use --device cpu")
+
+
+@contextlib.contextmanager
+def loading_run(run: Path, flag: str):
+    """A run that fails to load for a reason the loader does not name (a damaged file): one line naming the run."""
+    from pydantic import ValidationError
+    from safetensors import SafetensorError
+
+    from .runs import CheckpointError
+
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (SafetensorError, RuntimeError, KeyError, TypeError, AttributeError, json.JSONDecodeError,
+            ValidationError) as err:
+        raise ValueError(f"{flag} {run}: a checkpoint or sidecar in it cannot be loaded "
+                         f"({' '.join(str(err).split())[:200]}); it may be damaged or edited") from err
 
 
 def pose_mode(text: str | None, mode: str | None) -> str:
@@ -46,12 +86,14 @@ def pose_mode(text: str | None, mode: str | None) -> str:
 
 
 def pld_poses(run: Path, samples: np.ndarray, n: int, text: str | None, mode: str, *, guidance: float, steps: int,
-              overlap: int | None, seed: int, speech_weights, text_weights, device: str) -> tuple[np.ndarray, dict]:
+              overlap: int | None, seed: int, speech_weights, text_weights, device: str, flag: str = "--pld"
+              ) -> tuple[np.ndarray, dict]:
     """((n, C) pose+gaze sequence, the PLD run's sidecar), conditions computed with the run's recorded extractors."""
     from .generate import conditions, generate_poses
     from .train_pld import load_pld
 
-    pld, vae, sidecar = load_pld(run, device=device)
+    with loading_run(run, flag):
+        pld, vae, sidecar = load_pld(run, device=device)
     speech, emb, n = conditions(sidecar, None if mode == "text" else samples, text, n_frames=n,
                                 speech_weights=speech_weights, text_weights=text_weights)
     if mode in ("audio", "both") and speech is None:
@@ -90,49 +132,57 @@ def generate(
                                                                                  "head motion of this std (deg)."),
     enhance: bool = typer.Option(False, "--enhance", help="Also run the portrait enhancer (needs an enhance run)."),
     seed: int = SEED, guidance: float = GUIDANCE, steps: int = STEPS, overlap: int = OVERLAP,
-    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE,
+    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE, force: bool = FORCE,
     out: Path = typer.Option(..., "--out", help="OUT.mp4 (H.264, 25 fps, the audio muxed in); OUT.npy (the pose "
                                                 "and gaze used, frames x 10) and OUT.json (runs, weights hashes, "
                                                 "settings) beside it."),
 ) -> None:
     """A talking-head video of the portrait saying the audio: exactly round(duration x 25) frames, lip motion from
     the speech, head pose and gaze fixed (default), from --pose-from, or generated with --pld [--prompt]."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from . import drive
     from .data import CHANNELS
-    from .extract import extraction_config, face_tracks, portrait
+    from .extract import extraction_config, face_tracks, image_frame, portrait
     from .generate import run_speech_backend
     from .generator import load_cascade
-    from .render import render, source_tensor, write_video
+    from .outputs import check_outputs, published
 
+    # everything that can be checked without the models is checked first: paths, kinds, the device, the image
     if pose_from and pld:
         _fail("--pose-from and --pld are two pose modes: give one")
     if prompt and not pld:
         _fail("--prompt needs --pld RUN (the pose generator)")
     if out.suffix.lower() != ".mp4":
         _fail(f"--out {out}: the video is an .mp4 file")
-    for path, flag in ((image, "--image"), (pose_from, "--pose-from")):
+    for path, flag in ((image, "--image"), (audio, "--audio"), (pose_from, "--pose-from")):
         if path is not None and not path.is_file():
             _fail(f"{flag} {path}: no such file")
+    check_device(device)
+    mode = pose_mode(prompt, mode) if pld else None
     mode_name = "reference" if pose_from else "generated" if pld else "fixed"
+    outputs = [out, out.with_suffix(".npy"), out.with_suffix(".json")]
     with user_errors():
-        cascade, sidecar = load_cascade(generator, device=device)
-        stage = "enhance" if enhance else "refine" if cascade.refine is not None else "coarse"
-        if enhance and cascade.enhance is None:
-            _fail(f"--enhance needs an enhance run; {generator} is a {sidecar['kind']} run")
+        check_outputs(outputs, outputs[-1], "posetalk-generate", {
+            "--image": image, "--audio": audio, "--pose-from": pose_from, "--generator": run_folder(generator),
+            "--pld": run_folder(pld), "--speech-weights": speech_weights and Path(speech_weights),
+            "--text-weights": text_weights and Path(text_weights)}, force=force)
+        image_frame(image)                       # readable, not too large: before any model is loaded
         samples, n = speech_of(audio)
         if n < 1:
             _fail(f"--audio {audio}: shorter than one video frame (40 ms)")
+        with loading_run(generator, "--generator"):
+            cascade, sidecar = load_cascade(generator, device=device)
+        stage = "enhance" if enhance else "refine" if cascade.refine is not None else "coarse"
+        if enhance and cascade.enhance is None:
+            _fail(f"--enhance needs an enhance run; {generator} is a {sidecar['kind']} run")
         face = portrait(image, sidecar.get("pipeline"))
-        info = {"mode": mode_name, "audio": str(audio), "image": str(image), "frames": n, "fps": 25, "seed": seed,
-                "channels": list(CHANNELS), "portrait_pose": face.angles()[0].round(3).tolist()}
+        info = {"command": "posetalk-generate", "mode": mode_name, "audio": str(audio), "image": str(image),
+                "frames": n, "fps": 25, "seed": seed, "channels": list(CHANNELS),
+                "portrait_pose": face.angles()[0].round(3).tolist()}
         if pose_from:
             track = face_tracks(pose_from, extraction_config(sidecar.get("pipeline"), single_face=False))[0]
             motion = drive.reference(face, track, n)
             info["reference"] = {"video": str(pose_from), "frames": len(track.frames)}
         elif pld:
-            mode = pose_mode(prompt, mode)
             poses, pld_sidecar = pld_poses(pld, samples, n, prompt, mode, guidance=guidance, steps=steps,
                                            overlap=overlap, seed=seed, speech_weights=speech_weights,
                                            text_weights=text_weights, device=device)
@@ -146,17 +196,29 @@ def generate(
         speech = None
         if data.get("speech"):
             speech = run_speech_backend(sidecar, speech_weights).features(samples, n).astype(np.float32)
-        with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-            task = bar.add_task("frames", total=n)
-            frames = render(cascade, source_tensor(face.frames[0], cascade.size), face.angles()[0], motion, speech,
-                            windows=(data["motion_window"], data["audio_window"]), stage=stage,
-                            progress=lambda k: bar.advance(task, k))
-        write_video(frames, out, audio)
-    info["generator"] = {"run": str(generator), "kind": sidecar["kind"], "step": sidecar["step"], "stage": stage,
-                         "size": cascade.size, "sha256": {p.name: sha256_file(p) for p in cascade.weight_files}}
-    np.save(out.with_suffix(".npy"), motion)
-    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+        info["generator"] = {"run": str(generator), "kind": sidecar["kind"], "step": sidecar["step"], "stage": stage,
+                             "size": cascade.size,
+                             "sha256": {p.name: sha256_file(p) for p in cascade.weight_files}}
+        with published(outputs) as temp:
+            write_outputs(cascade, face, motion, speech, data, stage, audio, temp[out])
+            np.save(temp[outputs[1]], motion)
+            temp[outputs[2]].write_text(json.dumps(info, indent=1) + "\n")
     typer.echo(f"{out}: {n} frames ({n / 25:.2f} s), {mode_name} pose, {stage} stage, {cascade.size} px")
+
+
+def write_outputs(cascade, face, motion: np.ndarray, speech: np.ndarray | None, data: dict, stage: str, audio: Path,
+                  video: Path) -> None:
+    """Render every frame (with a progress bar) and encode them with the audio into `video`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .render import render, source_tensor, write_video
+
+    with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task("frames", total=len(motion))
+        frames = render(cascade, source_tensor(face.frames[0], cascade.size), face.angles()[0], motion, speech,
+                        windows=(data["motion_window"], data["audio_window"]), stage=stage,
+                        progress=lambda k: bar.advance(task, k))
+    write_video(frames, video, audio)
 
 
 @pose_app.callback()
@@ -175,26 +237,35 @@ def pose_generate(
                                                 "a .json with the channel names and settings and a .png plot are "
                                                 "written beside it."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the yaw/pitch/roll and gaze plot."),
-    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE,
+    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE, force: bool = FORCE,
 ) -> None:
     """Generate a pose+gaze sequence as long as the audio; features are computed with the run's recorded
     extractors and a mismatch is refused."""
     from .data import CHANNELS
     from .generate import plot_poses
+    from .outputs import check_outputs, published
 
     mode = pose_mode(text, mode)
+    check_device(device)
     out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")   # what np.save would write anyway
+    outputs = [out, *([out.with_suffix(".png")] if plot else []), out.with_suffix(".json")]
     with user_errors():
+        check_outputs(outputs, outputs[-1], "posetalk-pose generate", {
+            "--run": run_folder(run), "--audio": audio, "--speech-weights": speech_weights and Path(speech_weights),
+            "--text-weights": text_weights and Path(text_weights)}, force=force)
         samples, n = speech_of(audio)
         poses, sidecar = pld_poses(run, samples, n, text, mode, guidance=guidance, steps=steps, overlap=overlap,
-                                   seed=seed, speech_weights=speech_weights, text_weights=text_weights, device=device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, poses.astype(np.float32))
-    info = {"channels": list(CHANNELS[:poses.shape[1]]), "fps": 25, "frames": int(len(poses)), "mode": mode,
-            "text": text, "audio": str(audio), "guidance": guidance, "steps": steps, "seed": seed, "run": str(run),
-            "checkpoint_step": sidecar["step"],
-            "units": "degrees; dx, dy in face scales and dlog_s relative to the first frame"}
-    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+                                   seed=seed, speech_weights=speech_weights, text_weights=text_weights, device=device,
+                                   flag="--run")
+        info = {"command": "posetalk-pose generate", "channels": list(CHANNELS[:poses.shape[1]]), "fps": 25,
+                "frames": int(len(poses)), "mode": mode, "text": text, "audio": str(audio), "guidance": guidance,
+                "steps": steps, "seed": seed, "run": str(run), "checkpoint_step": sidecar["step"],
+                "units": "degrees; dx, dy in face scales and dlog_s relative to the first frame"}
+        with published(outputs) as temp:
+            np.save(temp[out], poses.astype(np.float32))
+            if plot:
+                plot_poses(poses, temp[out.with_suffix(".png")], f"{mode}: {text or audio.name}")
+            temp[out.with_suffix(".json")].write_text(json.dumps(info, indent=1) + "\n")
     typer.echo(f"{out}: {len(poses)} frames ({len(poses) / 25:.1f} s), mode {mode}, guidance {guidance}")
     if plot:
-        typer.echo(plot_poses(poses, out.with_suffix(".png"), f"{mode}: {text or audio.name}"))
+        typer.echo(out.with_suffix(".png"))

@@ -52,7 +52,8 @@ class Cascade(nn.Module):
 
 
 def load_cascade(run_dir: str | Path, device="cpu") -> tuple[Cascade, dict]:
-    """(eval-mode cascade up to the run's own stage, the run's last checkpoint sidecar) from any generator run."""
+    """(eval-mode cascade up to the run's own stage, the run's last checkpoint sidecar) from any generator run; a
+    damaged checkpoint or sidecar is a runs.CheckpointError naming the file."""
     path, sidecar = require_checkpoint(run_dir, "coarse")
     run_dir = Path(path).parent        # a run folder, or one of its checkpoints
     kind = sidecar["kind"]      # read_sidecar made sure there is one
@@ -61,6 +62,9 @@ def load_cascade(run_dir: str | Path, device="cpu") -> tuple[Cascade, dict]:
                          "a video generator run (coarse, refine or enhance)")
     stages = {kind: load_model(path, sidecar, lambda s: build_stage(kind, s), device)}
     for name in STAGES[:STAGES.index(kind)]:
+        if not (run_dir / f"{name}.safetensors").is_file():
+            raise ValueError(f"{run_dir}: the copy of the {name} stage this run was trained over ({name}.safetensors) "
+                             "is missing; the run folder is incomplete")
         stages[name], _ = copy_stage(run_dir, name, None, build=lambda s, n=name: build_stage(n, s), device=device)
     cascade = Cascade(stages["coarse"], stages.get("refine"), stages.get("enhance"))
     cascade.weight_files = [run_dir / f"{name}.safetensors" for name in STAGES[:STAGES.index(kind)]] + [Path(path)]
