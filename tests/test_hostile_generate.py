@@ -217,8 +217,8 @@ def test_pose_generate_guards_its_outputs_too(pose_runs, media, tmp_path):
             newest.write_bytes(newest.read_bytes()[:100])
         else:
             newest.with_suffix(".json").write_text("{")
-        refused(pose("--run", run, "--audio", media["audio"], "--out", tmp_path / "p2"), f"--run {run}",
-                "cannot be loaded")
+        refused(pose("--run", run, "--audio", media["audio"], "--out", tmp_path / "p2"), str(newest.with_suffix("")),
+                {"truncated": "truncated or not a safetensors file", "garbled": "damaged checkpoint sidecar"}[damage])
     result = pose(*base, "--audio", media["audio"], "--out", tmp_path / "new", "--no-plot")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "new.json").read_text())["command"] == "posetalk-pose generate"
@@ -272,7 +272,7 @@ def test_a_damaged_checkpoint_or_sidecar_is_named(video_runs, media, tmp_path):
          "truncated"),
         (damaged("cut_copy", lambda r: truncate(r / "coarse.safetensors")), "coarse.safetensors", "truncated"),
         (damaged("garbled", lambda r: (r / "step-00000200.json").write_text("{\"kind\": ")),
-         "step-00000200.json", "not a posetalk checkpoint sidecar"),
+         "step-00000200.json", "damaged checkpoint sidecar"),
         (damaged("no_kind", lambda r: edit(r / "step-00000200.json", lambda i: i.pop("kind"))),
          "step-00000200.json", "no model kind"),
         (damaged("resized", lambda r: edit(r / "coarse.json", wider)), "coarse.safetensors", "do not fit"),
