@@ -58,6 +58,8 @@ def load_manifest(path: str | Path) -> dict:
         raise ManifestError(f"{path}: not JSON ({err})") from None
     except IsADirectoryError:
         raise ManifestError(f"{path} is a folder, not a manifest file") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"manifest {path} not found") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
             or not isinstance(manifest.get("shards"), list):
         raise ManifestError(f"{path}: not a posetalk manifest (format {FORMAT!r} with a list of shards)")

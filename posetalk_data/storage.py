@@ -79,8 +79,10 @@ def filesystem(loc) -> tuple[object, str]:
     import fsspec
 
     protocol = str(loc).split("://", 1)[0]
+    # no listing cache: other processes (the workers, a resumed build) change the store behind this one's back
+    options = {"use_listings_cache": False, **_options.get(protocol, {})}
     try:
-        return fsspec.core.url_to_fs(str(loc), **_options.get(protocol, {}))
+        return fsspec.core.url_to_fs(str(loc), **options)
     except ImportError as err:
         extra = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}.get(protocol, f"the fsspec backend for {protocol}")
         raise StorageError(f"{loc}: reading {protocol}:// needs {extra} (pip install 'posetalk[{extra}]')") from err
@@ -220,21 +222,39 @@ def write_atomic(path, data: bytes | str):
     return path
 
 
-def put_file(source: Path, dest) -> None:
-    """Move a finished local file to `dest` in one step: a rename on this disk (same folder: atomic), an upload on a
-    store (the object appears only when the upload completes). `source` is gone afterwards."""
+def put_file(source: Path, dest, *, move: bool = True) -> None:
+    """Put a finished local file at `dest` in one step: a rename on this disk (same folder: atomic), an upload on a
+    store (the object appears only when the upload completes). move=True: `source` is gone afterwards; False:
+    a copy (locally through a temporary name)."""
     crash_point(f"write:{name(dest)}")
     if is_url(dest):
         fs, inner = filesystem(dest)
         fs.put_file(str(source), inner)
-        source.unlink()
-    else:
+        if move:
+            source.unlink()
+    elif move:
         os.replace(source, local(dest))
+    else:
+        tmp = local(dest).with_name(name(dest) + ".tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, local(dest))
 
 
 def write_json(path, data, *, indent: int | None = 1, sort_keys: bool = True):
     """`data` as JSON at `path`, atomically (see write_atomic)."""
     return write_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys))
+
+
+def same(a, b) -> bool:
+    """Two locations name the same file (local paths resolved)."""
+    if is_url(a) or is_url(b):
+        return str(a).rstrip("/") == str(b).rstrip("/")
+    return local(a).resolve() == local(b).resolve()
+
+
+def key(loc) -> str:
+    """A location as a comparable string (a local path resolved)."""
+    return str(loc).rstrip("/") if is_url(loc) else str(local(loc).resolve())
 
 
 def read_json(loc):
