@@ -143,15 +143,16 @@ class WriteConfig(Section):
     about 1,000 samples (or 500 MB) a shard; a face video gives one clip or a few."""
     videos_per_shard: int = Field(64, ge=1)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _older_name(cls, data):
-        """Configs recorded by builds before shard groups (manifests, YAMLs) named the setting samples_per_shard;
-        at one clip per video it meant the same."""
-        if isinstance(data, dict) and "samples_per_shard" in data:
-            data = {k: v for k, v in data.items() if k != "samples_per_shard"} | \
-                {"videos_per_shard": data.get("videos_per_shard", data["samples_per_shard"])}
-        return data
+
+def older_names(tree: dict) -> dict:
+    """Configs recorded by builds before shard groups (manifests, YAMLs) named write.videos_per_shard
+    samples_per_shard (at one clip per video it meant the same); the new name wins where both are given."""
+    write = tree.get("write")
+    if isinstance(write, dict) and "samples_per_shard" in write:
+        old = write["samples_per_shard"]
+        tree = {**tree, "write": {k: v for k, v in write.items() if k != "samples_per_shard"}}
+        tree["write"].setdefault("videos_per_shard", old)
+    return tree
 
 
 class StorageConfig(Section):
@@ -188,6 +189,11 @@ PROFILES = {   # --profile: which speech and text models a build uses (the rest 
 
 
 class PipelineConfig(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _older_names(cls, data):
+        return older_names(data) if isinstance(data, dict) else data
+
     profile: Literal["paper", "offline", "custom"] = "offline"
     normalise: NormaliseConfig = NormaliseConfig()
     facetrack: FaceTrackConfig = FaceTrackConfig()
