@@ -84,8 +84,10 @@ def filesystem(loc) -> tuple[object, str]:
     try:
         return fsspec.core.url_to_fs(str(loc), **options)
     except ImportError as err:
-        extra = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}.get(protocol, f"the fsspec backend for {protocol}")
-        raise StorageError(f"{loc}: reading {protocol}:// needs {extra} (pip install 'posetalk[{extra}]')") from err
+        package, extra = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs")}.get(
+            protocol, (f"the fsspec backend for {protocol}://", None))
+        hint = f" (pip install 'posetalk[{extra}]')" if extra else ""
+        raise StorageError(f"{loc}: {protocol}:// needs {package}{hint}") from err
     except ValueError as err:
         raise StorageError(f"{loc}: {err}") from None
 
