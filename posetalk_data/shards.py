@@ -265,5 +265,8 @@ def write_outputs(records: list[dict], out, *, sources: list[dict], header: dict
         "sources": [{k: v for k, v in s.items() if k != "abs_path"} for s in sources],
         "tables": {"samples": "samples.parquet", "failures": "failures.parquet"},
     }
+    from .dataset_card import card
+
+    storage.write_atomic(storage.join(out, "README.md"), card(manifest))   # a Hugging Face dataset as it stands
     storage.write_json(storage.join(out, "manifest.json"), manifest)
     return manifest
