@@ -24,7 +24,7 @@ from .accounting import source_time
 from .geometry import euler_to_rotation
 from .media import mp4_frames
 from . import storage
-from .reading import open_shard, read_table, safe_samples, selection
+from .reading import read_table, safe_samples, selection, shard_location
 
 MAX_CLIPS = 300
 THUMB_PX = 192
@@ -92,7 +92,7 @@ def _read_clips(root, shard_of: dict[str, str], keys: list[str], thumb_keys: set
     for key in keys:
         by_shard[shard_of[key]].add(key)
     for shard, wanted in sorted(by_shard.items()):
-        for key, members in safe_samples(open_shard(root, shard), keys=wanted):
+        for key, members in safe_samples(shard_location(root, shard), keys=wanted):
             clip = clips.setdefault(key, {})
             names = ("pose.npy", "gaze.npy") + (("landmarks.npy", "video.mp4", "meta.json") if key in thumb_keys else ())
             for name in (n for n in names if n in members):
