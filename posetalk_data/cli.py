@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .cli_manifest import app as manifest_app
 from .cli_models import app as models_app
-from .cli_output import console, fail
+from .cli_output import console, fail, storage_errors
 from .config import ConfigError, load_config, shipped
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -25,11 +25,13 @@ def build(
     src: str = typer.Option(..., "--src", help="Source adapter: folder (every video under --input), demo (clips "
                                                "the project makes itself, offline), or a dataset under --root: "
                                                "hdtf, celebv-text, mead."),
-    out: Path = typer.Option(..., "--out", help="Output folder: shards/, manifest.json, samples.parquet, "
-                                                "failures.parquet."),
-    input_dir: Optional[Path] = typer.Option(None, "--input", help="Folder of videos for --src folder."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder as its users keep it (metadata files "
-                                                             "and downloaded media) for hdtf, celebv-text, mead."),
+    out: str = typer.Option(..., "--out", help="Output folder or object-store URL (s3://bucket/builds/x, gs://...): "
+                                               "shards/, manifest.json, samples.parquet, failures.parquet. "
+                                               "Credentials and endpoints: the AWS_* variables (AWS_ENDPOINT_URL), "
+                                               "fsspec's config, or the pipeline YAML's storage: section."),
+    input_dir: Optional[str] = typer.Option(None, "--input", help="Folder or URL prefix of videos for --src folder."),
+    root: Optional[str] = typer.Option(None, "--root", help="Dataset folder as its users keep it (metadata files "
+                                                            "and downloaded media) for hdtf, celebv-text, mead."),
     download: bool = typer.Option(False, "--download", help="celebv-text: download missing source videos with "
                                                             "yt-dlp (needs internet)."),
     view: str = typer.Option("front", "--view", help="mead: camera view to build (front, left_30, ..., or all)."),
@@ -59,21 +61,27 @@ def build(
 
     A build that is interrupted resumes when run again with the same command: finished videos are not redone.
     """
+    from . import storage
     from .build import build as run_build
     from .build import check_out_dir, preflight
     from .pipeline import VideoProcessor
     from .sources import DATASETS, source_plan
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    out = storage.location(out)
     try:
         cfg = load_config(pipeline or shipped(src), overrides,
                           profile or ("paper" if src in DATASETS else "offline"))
+        storage.configure(cfg.storage.options)
         check_out_dir(out)                  # before the source writes anything (the demo writes its videos)
         processor = VideoProcessor(cfg)
         preflight(processor)                # missing ffmpeg or weights: fail now, before any clip
         plan = source_plan(src, root or input_dir, out, **source_options(src, download, view))
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
+    except storage_errors() as err:
+        fail(f"cannot reach {out if storage.is_url(out) else input_dir or root}: {type(err).__name__}: {err}",
+             "Check the URL, the credentials (AWS_* variables, ~/.aws) and the endpoint (AWS_ENDPOINT_URL).")
     if not plan.specs:
         hint = (f"Datasets: `posetalk-data sources inspect --src {src} --root DIR` says what is there and what is "
                 "missing." if src in DATASETS else
@@ -85,9 +93,11 @@ def build(
     try:
         result = run_build(plan.specs, out, cfg, source=src, root=plan.root, workers=workers, address=ray_address,
                            fresh=fresh, retry_failed=retry_failed, skipped=plan.skipped, console=console,
-                           processor=processor)
+                           processor=processor, sizes=plan.sizes)
     except (FileNotFoundError, RuntimeError) as err:
         fail(str(err))
+    except storage_errors() as err:
+        fail(f"writing {out} failed: {type(err).__name__}: {err}", "Run the same command again to resume.")
     print_summary(result)
     if strict and result.dropped:
         console.print(f"[bold red]--strict:[/] {result.dropped} clip(s) dropped")
@@ -117,7 +127,9 @@ def print_summary(result) -> None:
     for stage, seconds in result.stage_seconds.items():
         table.add_row(f"  {stage} (worker time)", f"{seconds:.1f} s")
     console.print(table)
-    console.print(f"shards in {result.out / 'shards'}; report: {result.out / 'report.html'}; "
+    from .storage import join
+
+    console.print(f"shards in {join(result.out, 'shards')}; report: {join(result.out, 'report.html')}; "
                   f"check it with `posetalk-data manifest verify {result.out}`")
 
 
@@ -148,7 +160,7 @@ def inspect_source(
 
 @app.command()
 def extend(
-    manifest: Path = typer.Option(..., "--manifest", help="A build's manifest.json."),
+    manifest: str = typer.Option(..., "--manifest", help="A build's manifest.json (path or URL)."),
     features: str = typer.Option(..., "--features", help="Comma-separated layers to add or replace: mel, wav2vec2, "
                                                          "hubert (speech), clip, minilm (text)."),
     pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML for the models' settings."),
@@ -165,28 +177,36 @@ def extend(
                             progress=lambda shard: console.print(f"extended {shard}"))
     except (ConfigError, ManifestError, ValueError, FileNotFoundError) as err:
         fail(str(err))
+    except storage_errors() as err:
+        fail(f"cannot extend {manifest}: {type(err).__name__}: {err}", "Run the same command again to resume.")
     console.print(f"{manifest}: layers now {', '.join(sorted(result['members']))}")
 
 
 @app.command()
 def report(
-    manifest: Path = typer.Option(..., "--manifest", help="A build's manifest.json."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html (default: beside the manifest)."),
+    manifest: str = typer.Option(..., "--manifest", help="A build's manifest.json (path or URL)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder (or URL) for report.html (default: beside the "
+                                                          "manifest)."),
     thumbnails: int = typer.Option(24, "--thumbnails", min=0, help="How many sample thumbnails to draw."),
 ) -> None:
     """Write report.html: counts, drop reasons, length/pose/gaze histograms, throughput, thumbnails."""
     import tarfile
 
+    from . import storage
     from .reading import ManifestError, UnsafeShardError
     from .report import write_report
 
-    if not manifest.is_file():
-        fail(f"manifest not found: {manifest}")
-    if out is not None and out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file; give the folder report.html is written to")
     try:
-        path = write_report(out or manifest.parent, manifest_path=manifest, max_thumbnails=thumbnails)
-    except (ManifestError, UnsafeShardError, tarfile.TarError, OSError) as err:
+        if not storage.is_file(manifest):
+            fail(f"manifest not found: {manifest}")
+        if out is not None and storage.is_file(out):
+            fail(f"--out {out} is a file; give the folder report.html is written to")
+    except storage_errors() as err:
+        fail(f"cannot reach {manifest}: {type(err).__name__}: {err}")
+    manifest = storage.location(manifest)
+    try:
+        path = write_report(out or storage.parent(manifest), manifest_path=manifest, max_thumbnails=thumbnails)
+    except (ManifestError, UnsafeShardError, tarfile.TarError, *storage_errors()) as err:
         fail(f"cannot report on {manifest}: {err}", "Check the build with `posetalk-data manifest verify`.")
     console.print(f"wrote {path}")
 

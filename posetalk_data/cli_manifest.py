@@ -10,28 +10,39 @@ from rich.console import Console
 from rich.table import Table
 
 from . import manifest as mf
+from . import storage
+from .cli_output import storage_errors
 from .reading import ManifestError, UnsafeShardError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True)
 
 
-def _path(path: Path) -> Path:
-    """A manifest file, or a build folder holding manifest.json."""
-    return path / "manifest.json" if path.is_dir() else path
+def _path(path: str):
+    """A manifest file, or a build folder holding manifest.json; a path or a URL (s3://bucket/builds/x). Typer
+    options are str, not Path: Path would turn s3://b/x into s3:/b/x."""
+    try:
+        return storage.join(path, "manifest.json") if storage.is_dir(path) else storage.location(path)
+    except storage_errors() as err:
+        console.print(f"[bold red]error:[/] cannot reach {path}: {type(err).__name__}: {err}", soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _guard(fn, *args, **kwargs):
-    """Run a manifest function; a bad manifest or shard is a clear message and exit status 2."""
+    """Run a manifest function; a bad manifest or shard, or a store that cannot be reached, is a clear message and
+    exit status 2."""
     try:
         return fn(*args, **kwargs)
     except (ManifestError, UnsafeShardError, FileNotFoundError, NotADirectoryError) as err:
         console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(2)
+    except storage_errors() as err:
+        console.print(f"[bold red]error:[/] {type(err).__name__}: {err}", soft_wrap=True)
+        raise typer.Exit(2)
 
 
 @app.command()
-def verify(manifest: Path = typer.Argument(..., help="manifest.json or its build folder")) -> None:
+def verify(manifest: str = typer.Argument(..., help="manifest.json or its build folder (path or URL)")) -> None:
     """Check shards (present, sha256, sample count) and samples (members, dtypes, T rows); exit 1 on a problem."""
     from .verify import verify as run_verify
 
@@ -50,7 +61,7 @@ def verify(manifest: Path = typer.Argument(..., help="manifest.json or its build
 
 
 @app.command()
-def inspect(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+def inspect(manifest: str = typer.Argument(..., help="manifest.json or its build folder (path or URL)"),
             as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON on stdout.")) -> None:
     """Counts, hours, flags, per-column distributions and feature layers with their model versions."""
     stats = _guard(mf.stats, _path(manifest))
@@ -79,10 +90,10 @@ def inspect(manifest: Path = typer.Argument(..., help="manifest.json or its buil
 
 
 @app.command()
-def filter(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+def filter(manifest: str = typer.Argument(..., help="manifest.json or its build folder (path or URL)"),
            where: str = typer.Option(..., "--where", help="Expression on samples.parquet columns, e.g. "
                                                           "\"duration > 3 and not silent and 'small_face' not in flags\""),
-           out: Path = typer.Option(..., "--out", help="The new manifest (JSON) over the same shards.")) -> None:
+           out: str = typer.Option(..., "--out", help="The new manifest (JSON) over the same shards.")) -> None:
     """A new manifest over the same shards keeping the samples where the expression holds (shards not rewritten)."""
     result = _guard(mf.filter_manifest, _path(manifest), where, out)
     console.print(f"wrote {out}: {result['counts']['samples']} samples")
@@ -92,12 +103,12 @@ def filter(manifest: Path = typer.Argument(..., help="manifest.json or its build
 
 
 @app.command()
-def split(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+def split(manifest: str = typer.Argument(..., help="manifest.json or its build folder (path or URL)"),
           seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
           fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test fractions of samples."),
           identity: str = typer.Option("video_id", "--identity", help="What must not cross splits: video_id, or a "
                                                                       "regex over video_id (group 1 if any)."),
-          out: Optional[Path] = typer.Option(None, "--out", help="Folder for train.json, val.json, test.json.")) -> None:
+          out: Optional[str] = typer.Option(None, "--out", help="Folder for train.json, val.json, test.json.")) -> None:
     """Identity-disjoint train/val/test manifests, reproducible by seed."""
     try:
         parts = tuple(float(f) for f in fractions.split(","))
@@ -111,8 +122,8 @@ def split(manifest: Path = typer.Argument(..., help="manifest.json or its build 
 
 
 @app.command()
-def merge(manifests: list[Path] = typer.Argument(..., help="Two or more manifests or build folders."),
-          out: Path = typer.Option(..., "--out", help="The merged manifest (JSON)."),
+def merge(manifests: list[str] = typer.Argument(..., help="Two or more manifests or build folders."),
+          out: str = typer.Option(..., "--out", help="The merged manifest (JSON)."),
           on_duplicate: str = typer.Option("refuse", "--on-duplicate", help="refuse, or first (keep the first)."),
           allow_version_mismatch: bool = typer.Option(False, "--allow-version-mismatch",
                                                       help="Merge builds made with different feature versions.")) -> None:
@@ -132,15 +143,15 @@ def _print_comparison(report: dict) -> bool:
 
 
 @app.command()
-def compare(a: Path = typer.Argument(..., help="First manifest or build folder."),
-            b: Path = typer.Argument(..., help="Second manifest or build folder.")) -> None:
+def compare(a: str = typer.Argument(..., help="First manifest or build folder."),
+            b: str = typer.Argument(..., help="Second manifest or build folder.")) -> None:
     """Which samples two builds share, and which members differ (by sha256). Exit 1 when they differ."""
     if _print_comparison(_guard(mf.compare, _path(a), _path(b))):
         raise typer.Exit(1)
 
 
 @app.command()
-def rebuild(manifest: Path = typer.Argument(..., help="manifest.json or its build folder"),
+def rebuild(manifest: str = typer.Argument(..., help="manifest.json or its build folder (path or URL)"),
             out: Path = typer.Option(..., "--out", help="Folder for the new build."),
             input_root: Optional[Path] = typer.Option(None, "--input", help="Where the sources are (folder builds)."),
             workers: Optional[int] = typer.Option(None, "--workers", min=0, help="As for build.")) -> None:

@@ -11,3 +11,14 @@ def fail(message: str, hint: str = "") -> None:
     # soft wrap: a path in the message stays whole, so it can be copied from the terminal
     console.print(f"[bold red]error:[/] {message}" + (f"\n[dim]{hint}[/]" if hint else ""), soft_wrap=True)
     raise typer.Exit(2)
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a store can answer (unreachable, refused, no credentials): reported in one line, not a traceback."""
+    errors: tuple[type[BaseException], ...] = (OSError,)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+        errors += (BotoCoreError, ClientError)
+    except ImportError:
+        pass
+    return errors

@@ -137,7 +137,38 @@ class TextConfig(Section):
 
 
 class WriteConfig(Section):
-    samples_per_shard: int = Field(64, ge=1)
+    """Shards are planned before any video is read: the sorted source ids cut into groups of `videos_per_shard`,
+    one shard per group (none for a group whose videos all fail), written whole by the task that finishes the
+    group. Any worker count, node count or finishing order gives the same groups and the same bytes. Peers aim at
+    about 1,000 samples (or 500 MB) a shard; a face video gives one clip or a few."""
+    videos_per_shard: int = Field(64, ge=1)
+
+
+def older_names(tree: dict) -> dict:
+    """Configs recorded by builds before shard groups (manifests, YAMLs) named write.videos_per_shard
+    samples_per_shard (at one clip per video it meant the same); the new name wins where both are given."""
+    write = tree.get("write")
+    if isinstance(write, dict) and "samples_per_shard" in write:
+        old = write["samples_per_shard"]
+        tree = {**tree, "write": {k: v for k, v in write.items() if k != "samples_per_shard"}}
+        tree["write"].setdefault("videos_per_shard", old)
+    return tree
+
+
+class StorageConfig(Section):
+    """fsspec options per protocol for URLs (--input s3://..., --out gs://...), e.g.
+    `storage: {options: {s3: {endpoint_url: "http://minio:9000"}}}`. Endpoints and client settings only: secrets
+    come from the environment (AWS_ACCESS_KEY_ID, ...) or the provider's files, never from here. How a build
+    reaches its store is not what it writes: left out of the manifest and the staging fingerprint."""
+    options: dict[str, dict] = {}
+
+    @model_validator(mode="after")
+    def _no_secrets(self):
+        from .storage import check_options
+
+        for protocol, opts in self.options.items():
+            check_options(opts, f"storage.options.{protocol}")
+        return self
 
 
 class ModelWorkersConfig(Section):
@@ -158,6 +189,11 @@ PROFILES = {   # --profile: which speech and text models a build uses (the rest 
 
 
 class PipelineConfig(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _older_names(cls, data):
+        return older_names(data) if isinstance(data, dict) else data
+
     profile: Literal["paper", "offline", "custom"] = "offline"
     normalise: NormaliseConfig = NormaliseConfig()
     facetrack: FaceTrackConfig = FaceTrackConfig()
@@ -170,11 +206,12 @@ class PipelineConfig(Section):
     text: TextConfig = TextConfig()
     write: WriteConfig = WriteConfig()
     models: ModelWorkersConfig = ModelWorkersConfig()
+    storage: StorageConfig = StorageConfig()
 
 
 # How a build runs, not what it writes: a resumed build may change these (fewer model workers, a smaller frame cache
 # after running out of memory) and still reuse the clips it staged.
-RUN_SETTINGS = ("models", "facetrack.frame_cache_mb")
+RUN_SETTINGS = ("models", "facetrack.frame_cache_mb", "storage")
 
 
 def output_settings(cfg: PipelineConfig) -> dict:

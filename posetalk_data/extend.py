@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import storage
 from .config import PipelineConfig
-from .reading import ManifestError, load_manifest, safe_samples
+from .reading import ManifestError, load_manifest, open_shard, safe_samples, shard_location
 from .media import flac_samples, npy_bytes
 from .schema import SPEECH_LAYER, TEXT_LAYER
 from .shards import write_tar
-from .storage import write_json
 from .verify import shard_checksum
 from .stages.features import clip_text, make_speech_backend, make_text_encoder
 
@@ -61,9 +61,10 @@ def extend_sample(members: dict[str, bytes], key: str, speech: list, text: list,
     return out
 
 
-def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progress=None) -> dict:
-    """Add or replace the feature layers in every shard of a build; returns the updated manifest."""
-    manifest_path = Path(manifest_path)
+def extend(manifest_path: Path | str, features: list[str], cfg: PipelineConfig, progress=None) -> dict:
+    """Add or replace the feature layers in every shard of a build (on disk or in a store); returns the updated
+    manifest."""
+    manifest_path = storage.location(manifest_path)
     manifest = load_manifest(manifest_path)
     if manifest.get("manifest_version", 1) != 1:
         raise ValueError("extend works on a build's own manifest.json, not on a filtered/split/merged one "
@@ -71,23 +72,23 @@ def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progre
     speech, text = plan_layers(features, cfg)
     for model in (*speech, *text):
         model.check()          # before any shard is touched
-    base = manifest_path.parent
-    journal = manifest_path.with_name(manifest_path.name + ".extending")
-    written = json.loads(journal.read_text()) if journal.is_file() else {}   # an interrupted extend's shards
+    base = storage.parent(manifest_path)
+    journal = storage.join(base, storage.name(manifest_path) + ".extending")
+    written = storage.read_json(journal) if storage.is_file(journal) else {}   # an interrupted extend's shards
     for shard in manifest["shards"]:
         if shard_checksum(base, shard) not in (shard.get("sha256"), written.get(shard["path"])):
-            raise ManifestError(f"{base / shard['path']}: missing, or its sha256 differs from the manifest's: the "
+            raise ManifestError(f"{shard_location(base, shard['path'])}: missing, or its sha256 differs from the manifest's: the "
                                 "shard is damaged or was changed, and extend does not rewrite it. See `posetalk-data "
                                 "manifest verify`; rebuild or restore the shard first.")
     for model in (*speech, *text):
         model.setup()
     for shard in manifest["shards"]:
-        path = base / shard["path"]
-        samples = [(key, extend_sample(members, key, speech, text, cfg.text.prompts))
-                   for key, members in safe_samples(path)]     # one shard in memory: read fully, then replace it
-        shard.update(sha256=write_tar(path, samples), bytes=path.stat().st_size)
+        samples = [(key, extend_sample(members, key, speech, text, cfg.text.prompts))   # one shard in memory:
+                   for key, members in safe_samples(open_shard(base, shard["path"]))]  # read fully, then replace it
+        digest, size = write_tar(shard_location(base, shard["path"]), samples)
+        shard.update(sha256=digest, bytes=size)
         written[shard["path"]] = shard["sha256"]
-        write_json(journal, written)
+        storage.write_json(journal, written)
         if progress:
             progress(shard["path"])
     for backend in speech:
@@ -99,7 +100,7 @@ def extend(manifest_path: Path, features: list[str], cfg: PipelineConfig, progre
     manifest["members"].setdefault("text.json", "the clip's motion prompts and where they came from")
     manifest.setdefault("extended", []).append({"features": features, "speech": cfg.speech.model_dump(mode="json"),
                                                 "text": cfg.text.model_dump(mode="json")})
-    write_json(manifest_path, manifest)
-    journal.unlink(missing_ok=True)
+    storage.write_json(manifest_path, manifest)
+    storage.remove(journal)
     return manifest
 

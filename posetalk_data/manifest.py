@@ -28,11 +28,10 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .reading import FORMAT, URL, ManifestError, load_manifest, read_samples, selection
-from .shards import SAMPLES_SCHEMA
-from .storage import write_json
+from . import storage
+from .reading import FORMAT, URL, ManifestError, load_manifest, read_samples, selection, shard_location
+from .shards import SAMPLES_SCHEMA, write_table
 from .where import WhereError, compile_where
 
 # what changes the arrays (av_sync: the clip's audio, and so every speech feature)
@@ -80,10 +79,23 @@ def stats(manifest_path: str | Path) -> dict:
 
 # --- derived manifests: filter, split, merge --------------------------------------------------------------------
 
-def _place(base: Path, entry: dict, out_dir: Path) -> str:
-    """The shard's path relative to out_dir; a shard outside it is linked (or copied) in, never referenced via '..'."""
+def _place(base, entry: dict, out_dir) -> str:
+    """The shard's path relative to out_dir; a shard outside it is linked (or copied) in, never referenced via '..'.
+    With a store on either side: a shard in a store outside out_dir is referenced by its URL; a local shard is
+    uploaded beside a manifest in a store."""
     if URL.match(entry["path"]):
         return entry["path"]
+    if storage.is_url(base) or storage.is_url(out_dir):
+        src = shard_location(base, entry["path"])
+        rel = storage.relative_to(src, out_dir)
+        if rel is not None:
+            return rel
+        if storage.is_url(src):
+            return str(src)
+        dest = storage.join(out_dir, "shards", f"{entry['sha256'][:12]}-{storage.name(src)}")
+        if not storage.exists(dest):
+            storage.put_file(storage.local(src), dest, move=False)
+        return f"shards/{storage.name(dest)}"
     src = Path(os.path.abspath(base / entry["path"]))
     rel = os.path.relpath(src, os.path.abspath(out_dir))
     if rel != ".." and not rel.startswith("../"):
@@ -107,36 +119,37 @@ def _header(manifest: dict, rows: list[dict]) -> dict:
 
 
 def _origin(path: str | Path) -> dict:
-    return {"manifest": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+    return {"manifest": storage.name(path), "sha256": hashlib.sha256(storage.read_bytes(path)).hexdigest()}
 
 
-def _table_name(out_path: Path) -> str:
-    return f"{out_path.name.removesuffix('.json')}.samples.parquet"
+def _table_name(out_path) -> str:
+    return f"{storage.name(out_path).removesuffix('.json')}.samples.parquet"
 
 
-def _files_of(manifest_path: Path) -> set[Path]:
-    """A manifest, its tables and its local shards, as resolved paths."""
+def _files_of(manifest_path) -> set[str]:
+    """A manifest, its tables and its shards beside it, as comparable locations (storage.key)."""
+    manifest_path = storage.location(manifest_path)
     manifest = load_manifest(manifest_path)
-    base = manifest_path.parent
+    base = storage.parent(manifest_path)
     rels = [*manifest.get("tables", {}).values(), *(s["path"] for s in manifest["shards"] if not URL.match(s["path"]))]
-    return {manifest_path.resolve(), *((base / r).resolve() for r in rels)}
+    return {storage.key(manifest_path), *(storage.key(storage.join(base, r)) for r in rels)}
 
 
-def check_out(out_path: str | Path, inputs: list[str | Path]) -> Path:
+def check_out(out_path: str | Path, inputs: list[str | Path]):
     """Refuse an --out that would replace something a derived manifest must not: a file it is made from (an input
     manifest, its tables, its shards), a build's own manifest, or any file that is not a derived manifest."""
-    out_path = Path(out_path)
-    table = out_path.with_name(_table_name(out_path))
-    if out_path.suffix != ".json":
-        raise ManifestError(f"--out {out_path}: a manifest is a .json file (e.g. {out_path.with_suffix('.json')})")
-    used = set().union(*(_files_of(Path(p)) for p in inputs))
+    out_path = storage.location(out_path)
+    table = storage.join(storage.parent(out_path), _table_name(out_path))
+    if not storage.name(out_path).endswith(".json"):
+        raise ManifestError(f"--out {out_path}: a manifest is a .json file (e.g. {out_path}.json)")
+    used = set().union(*(_files_of(p) for p in inputs))
     for path in (out_path, table):
-        if path.resolve() in used:
+        if storage.key(path) in used:
             raise ManifestError(f"--out {out_path} would overwrite {path}, which the input manifest uses; "
                                 "choose another file name")
-    if out_path.is_dir():
+    if storage.is_dir(out_path):
         raise ManifestError(f"--out {out_path} is a folder; name the new manifest file, e.g. {out_path}/subset.json")
-    if out_path.exists():
+    if storage.exists(out_path):
         try:
             derived = load_manifest(out_path).get("manifest_version", 1) == 2
         except ManifestError:
@@ -144,7 +157,7 @@ def check_out(out_path: str | Path, inputs: list[str | Path]) -> Path:
         if not derived:
             raise ManifestError(f"--out {out_path} exists and is not a derived manifest (a build's own manifest or "
                                 "another file); it is not replaced: choose another file name")
-    elif table.exists():
+    elif storage.exists(table):
         raise ManifestError(f"--out {out_path}: {table} exists without its manifest; it is not replaced: "
                             "choose another file name or move that file")
     return out_path
@@ -153,9 +166,9 @@ def check_out(out_path: str | Path, inputs: list[str | Path]) -> Path:
 def _write_derived(out_path: str | Path, parts: list[tuple[Path, dict, list[dict]]], header: dict,
                    derived: dict) -> dict:
     """A v2 manifest over [(folder, shard entry, kept rows)] and its samples table (check_out first)."""
-    out_path = Path(out_path)
-    out_dir = out_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = storage.location(out_path)
+    out_dir = storage.parent(out_path)
+    storage.makedirs(out_dir)
     shards: dict[str, dict] = {}
     table: list[dict] = []
     for base, entry, rows in parts:
@@ -167,12 +180,12 @@ def _write_derived(out_path: str | Path, parts: list[tuple[Path, dict, list[dict
         shard["keys"] += [r["key"] for r in rows]
         table += [{**r, "shard": rel} for r in rows]
     table_name = _table_name(out_path)
-    pq.write_table(pa.Table.from_pylist(table, schema=SAMPLES_SCHEMA), out_dir / table_name)
+    write_table(table, SAMPLES_SCHEMA, storage.join(out_dir, table_name))
     manifest = {**header, "manifest_version": 2, "derived": derived, "shards": list(shards.values()),
                 "tables": {"samples": table_name},
                 "counts": {"samples": len(table), "shards": len(shards), "videos": len({r["video_id"] for r in table}),
                            "hours": round(sum(r["duration"] for r in table) / 3600, 4)}}
-    write_json(out_path, manifest)
+    storage.write_json(out_path, manifest)
     return manifest
 
 
@@ -237,15 +250,15 @@ def split_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
     for i in order:
         at = int(np.searchsorted(bounds, (done + counts[i] / 2) / total, side="right"))
         assign[i], done = names[min(at, len(names) - 1)], done + counts[i]
-    out_dir = Path(out_dir) if out_dir is not None else Path(manifest_path).parent
+    out_dir = storage.location(out_dir) if out_dir is not None else base
     for name in names:
-        check_out(out_dir / f"{name}.json", [manifest_path])
+        check_out(storage.join(out_dir, f"{name}.json"), [manifest_path])
     result = {}
     for name in names:
         picked = [(base, entry, [r for r in rows if assign[ident(r["video_id"])] == name]) for entry, rows in parts]
         derived = {"op": "split", "seed": seed, "fractions": list(fractions), "names": list(names), "split": name,
                    "identity": identity, "inputs": [_origin(manifest_path)]}
-        written = _write_derived(out_dir / f"{name}.json", picked,
+        written = _write_derived(storage.join(out_dir, f"{name}.json"), picked,
                                  _header(manifest, [r for *_, rs in picked for r in rs]), derived)
         result[name] = [k for s in written["shards"] for k in s["keys"]]
     return result

@@ -4,6 +4,7 @@ All stages of one video run in the same worker, so a clip's intermediate files s
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from . import storage
 from .config import PipelineConfig
-from .schema import SPEECH_LAYER, TEXT_LAYER, ClipRecord, VideoSpec
+from .schema import SPEECH_LAYER, TEXT_LAYER, VIDEO_FPS, ClipRecord, VideoSpec
 from .stages.base import Resources, Stage
 from .stages.encode import EncodeStage
 from .stages.facetrack import FaceTrackStage
@@ -84,6 +86,35 @@ class VideoResult:
     records: list[ClipRecord]
     seconds: dict[str, float] = field(default_factory=dict)   # stage name -> seconds spent on this video
 
+    def summary(self) -> "VideoSummary":
+        return VideoSummary([{"ok": r.ok, "unit": r.meta.get("unit"), "frames": round((r.end - r.start) * VIDEO_FPS),
+                              "error": None if r.ok else ": ".join(next(iter(r.errors.items())))}
+                             for r in self.records], dict(self.seconds))
+
+
+@dataclass
+class VideoSummary:
+    """What the driver learns of a finished video: per clip kept or why not, and the stages' time; no media (the
+    records themselves go from worker to worker, and to the task writing the shard, by object reference)."""
+    clips: list[dict]
+    seconds: dict[str, float]
+
+    @property
+    def kept(self) -> int:
+        return sum(c["ok"] for c in self.clips)
+
+
+def fetch_source(spec: VideoSpec, workdir: Path) -> VideoSpec:
+    """A video in an object store, downloaded into the worker's own temp folder (ffmpeg reads files; no node reads
+    another's disk), with the paired .wav beside it when the store has one. A local path is read where it is."""
+    if not storage.is_url(spec.path):
+        return spec
+    local = storage.download(spec.path, workdir / storage.name(spec.path))
+    wav = spec.path.rsplit(".", 1)[0] + ".wav"
+    if wav != spec.path and storage.is_file(wav):
+        storage.download(wav, local.with_suffix(".wav"))
+    return dataclasses.replace(spec, path=str(local))
+
 
 class VideoProcessor:
     """Runs the stages on one input video; used in-process or inside a Ray actor (posetalk_data.runner).
@@ -93,6 +124,7 @@ class VideoProcessor:
 
     def __init__(self, cfg: PipelineConfig, part: str = "all"):
         self.part = part
+        storage.configure(cfg.storage.options)     # the same store settings in every worker as in the driver
         self.stages = part_of(build_stages(cfg), part)
         self._ready = False
 
@@ -120,9 +152,16 @@ class VideoProcessor:
             self.setup()
         workdir = Path(tempfile.mkdtemp(prefix="posetalk_"))
         try:
-            result = self._run(VideoResult([ClipRecord(spec=spec, workdir=workdir)]))
+            try:
+                readable = fetch_source(spec, workdir)
+            except OSError as err:
+                record = ClipRecord(spec=spec, workdir=workdir)
+                record.errors["probe"] = f"cannot read the video from {spec.path}: {type(err).__name__}: {err}"
+                return VideoResult([record])
+            result = self._run(VideoResult([ClipRecord(spec=readable, workdir=workdir)]))
             for r in result.records:   # no file of this worker is needed after the pack stage
                 r.video = r.audio = None
+                r.spec = spec          # the source as the build knows it (its URL), not the download
             return result
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

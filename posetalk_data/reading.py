@@ -1,13 +1,16 @@
 """Safe reading of manifests and shards: the one place that opens a manifest, its tables and its tar files.
 
-Manifests are JSON only. Shard and table paths must be relative POSIX paths without `..` (shards may also be
-http(s) URLs); this is checked on the text, before any file is opened. Shards are read with `tarfile` in stream
+Manifests are JSON only. A manifest may be a path or an object-store URL (s3://, gs://, ...; read through
+posetalk_data.storage): its shard and table paths are relative to it, so a build in a bucket is shared by its
+manifest's URL. Shard and table paths must be relative POSIX paths without `..` (shards may also be http(s), s3 or
+gs URLs, never file:// or an absolute path); this is checked on the text, before any file is opened. Shards are read with `tarfile` in stream
 mode: a member that is not a regular file (link, device, directory) or whose name is absolute or has a `..` part is
 refused (UnsafeShardError); nothing is unpickled or executed. A samples-table row is only ever used through the
 shard entry of the manifest it names (`selection`), so a path written into the table cannot open another file.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import tarfile
@@ -20,8 +23,10 @@ from typing import BinaryIO, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import storage
+
 FORMAT = "posetalk-shards"
-URL = re.compile(r"^https?://")
+URL = re.compile(r"^(https?|s3|gs|gcs)://")     # shard entries that name their own location
 
 
 class ManifestError(ValueError):
@@ -40,14 +45,21 @@ def check_relative(path: str, what: str) -> str:
     return path
 
 
+def manifest_location(path: str | Path) -> str | Path:
+    """A manifest file's location (a Path, or the URL text: Path would turn s3://b into s3:/b)."""
+    return storage.location(path)
+
+
 def load_manifest(path: str | Path) -> dict:
-    path = Path(path)
+    path = manifest_location(path)
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(storage.read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ManifestError(f"{path}: not JSON ({err})") from None
     except IsADirectoryError:
         raise ManifestError(f"{path} is a folder, not a manifest file") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"manifest {path} not found") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
             or not isinstance(manifest.get("shards"), list):
         raise ManifestError(f"{path}: not a posetalk manifest (format {FORMAT!r} with a list of shards)")
@@ -66,8 +78,15 @@ def load_manifest(path: str | Path) -> dict:
     return manifest
 
 
-def open_shard(base: Path, rel: str) -> BinaryIO:
-    return urllib.request.urlopen(rel) if URL.match(rel) else open(base / rel, "rb")
+def shard_location(base: str | Path, rel: str) -> str | Path:
+    """Where a shard entry's file is: its own URL, or relative to the manifest's folder (or URL)."""
+    return rel if URL.match(rel) else storage.join(base, rel)
+
+
+def open_shard(base: str | Path, rel: str) -> BinaryIO:
+    if re.match(r"^https?://", rel):
+        return urllib.request.urlopen(rel)
+    return storage.open_read(shard_location(base, rel))
 
 
 def _check_member(info: tarfile.TarInfo) -> None:
@@ -87,52 +106,58 @@ def _member_key(info: tarfile.TarInfo) -> str:
     return m[1]
 
 
-def _sample_count(path: Path) -> int:
-    """Samples in a local tar, from its member headers alone (the data is skipped, not read)."""
-    with tarfile.open(path, mode="r:*") as archive:
+def _sample_count(path) -> int:
+    """Samples in a tar, from its member headers alone (the data is skipped, not read: on a store, ranges)."""
+    with storage.open_read(path) as stream, tarfile.open(fileobj=stream, mode="r:*") as archive:
         keys = [_member_key(info) for info in archive]
     return sum(1 for i, key in enumerate(keys) if i == 0 or key != keys[i - 1])
 
 
-_checked: set[tuple] = set()   # shards already found as listed, by (path, size, mtime): an epoch's re-reads are free
+_checked: set[tuple] = set()   # shards already found as listed, by (path, size, mtime or ETag): re-reads are free
 
 
 def check_shards(manifest_path: str | Path, manifest: dict | None = None) -> None:
-    """Every local shard a manifest lists has the size in bytes and the number of samples it records (cheap: a stat
-    and the tar's headers; the sha256 is for `posetalk-data manifest verify`). ManifestError naming the first shard
-    that differs: a shard cut short, even at a sample boundary, would otherwise be read as a smaller dataset."""
-    manifest_path = Path(manifest_path)
+    """Every shard a manifest lists beside it (on disk or in its store) has the size in bytes and the number of
+    samples it records (cheap: a stat and the tar's headers; the sha256 is for `posetalk-data manifest verify`).
+    ManifestError naming the first shard that differs: a shard cut short, even at a sample boundary, would otherwise
+    be read as a smaller dataset."""
+    manifest_path = manifest_location(manifest_path)
     for entry in (manifest or load_manifest(manifest_path))["shards"]:
         check_shard(manifest_path, entry)
 
 
-def check_shard(manifest_path: Path, entry: dict) -> None:
-    """check_shards for one shard entry (shards at URLs are not checked)."""
-    rel, path = entry["path"], Path(manifest_path).parent / entry["path"]
+def check_shard(manifest_path: str | Path, entry: dict) -> None:
+    """check_shards for one shard entry (shards naming their own URL are not checked)."""
+    rel = entry["path"]
     if URL.match(rel):
         return
+    path = storage.join(storage.parent(manifest_location(manifest_path)), rel)
     hint = f"`posetalk-data manifest verify {manifest_path}` lists every problem; rebuild or restore the shard"
-    if not path.is_file():
+    try:
+        signature = storage.signature(path)
+    except FileNotFoundError:
+        raise ManifestError(f"shard {path} is missing ({hint})") from None
+    if not storage.is_file(path):
         raise ManifestError(f"shard {path} is missing ({hint})")
-    stat = path.stat()
-    if (str(path), stat.st_size, stat.st_mtime_ns) in _checked:
+    if signature in _checked:
         return
-    if entry.get("bytes") is not None and stat.st_size != entry["bytes"]:
-        raise ManifestError(f"shard {path} has {stat.st_size} bytes, the manifest says {entry['bytes']} "
-                            f"({'cut short' if stat.st_size < entry['bytes'] else 'changed'}; {hint})")
+    size = signature[1]
+    if entry.get("bytes") is not None and size != entry["bytes"]:
+        raise ManifestError(f"shard {path} has {size} bytes, the manifest says {entry['bytes']} "
+                            f"({'cut short' if size < entry['bytes'] else 'changed'}; {hint})")
     try:
         count = _sample_count(path)
     except (tarfile.TarError, UnsafeShardError, EOFError) as err:
         raise ManifestError(f"shard {path} is not a readable shard ({err}; {hint})") from None
     if entry.get("samples") is not None and count != entry["samples"]:
         raise ManifestError(f"shard {path} holds {count} samples, the manifest says {entry['samples']} ({hint})")
-    _checked.add((str(path), stat.st_size, stat.st_mtime_ns))
+    _checked.add(signature)
 
 
 def safe_samples(tar: str | Path | BinaryIO, keys: set[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {member: bytes}) per sample in shard order, webdataset's grouping (key = name up to the first dot of
     the base name); `keys` limits which samples are read into memory. Raises UnsafeShardError, tarfile.TarError."""
-    stream = open(tar, "rb") if isinstance(tar, (str, Path)) else tar
+    stream = storage.open_read(tar) if isinstance(tar, (str, Path)) else tar
     with closing(stream), tarfile.open(fileobj=stream, mode="r|*") as archive:
         key, sample = None, {}
         for info in archive:
@@ -153,16 +178,17 @@ def read_table(manifest_path: str | Path, manifest: dict, name: str = "samples")
     if not table:
         raise ManifestError(f"{manifest_path}: no {name} table")
     try:
-        return pq.read_table(Path(manifest_path).parent / table).to_pylist()
+        data = storage.read_bytes(storage.join(storage.parent(manifest_location(manifest_path)), table))
+        return pq.read_table(io.BytesIO(data)).to_pylist()
     except (OSError, pa.ArrowException) as err:
         raise ManifestError(f"{manifest_path}: {name} table {table} unreadable ({err})") from None
 
 
-def selection(manifest_path: str | Path) -> tuple[dict, Path, list[tuple[dict, list[dict]]]]:
-    """(manifest, its folder, [(shard entry, samples-table rows of its selected keys)]). Rows naming a shard the
-    manifest does not list are left out: the table never decides which file is opened."""
-    manifest_path = Path(manifest_path)
-    manifest, base = load_manifest(manifest_path), manifest_path.parent
+def selection(manifest_path: str | Path) -> tuple[dict, str | Path, list[tuple[dict, list[dict]]]]:
+    """(manifest, its folder or URL, [(shard entry, samples-table rows of its selected keys)]). Rows naming a shard
+    the manifest does not list are left out: the table never decides which file is opened."""
+    manifest_path = manifest_location(manifest_path)
+    manifest, base = load_manifest(manifest_path), storage.parent(manifest_path)
     by_shard = defaultdict(list)
     for row in read_table(manifest_path, manifest):
         by_shard[row["shard"]].append(row)
@@ -176,8 +202,8 @@ def selection(manifest_path: str | Path) -> tuple[dict, Path, list[tuple[dict, l
 def read_samples(manifest_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Every sample of a manifest (honouring per-shard "keys"), read with the safe reader; each shard is first
     checked against the manifest's counts (check_shard)."""
-    manifest_path = Path(manifest_path)
+    manifest_path = manifest_location(manifest_path)
     for entry in load_manifest(manifest_path)["shards"]:
         keys = set(entry["keys"]) if "keys" in entry else None
         check_shard(manifest_path, entry)
-        yield from safe_samples(open_shard(manifest_path.parent, entry["path"]), keys)
+        yield from safe_samples(open_shard(storage.parent(manifest_path), entry["path"]), keys)

@@ -15,7 +15,6 @@ import io
 import json
 import re
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,8 +23,8 @@ from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no
 from .accounting import source_time
 from .geometry import euler_to_rotation
 from .media import mp4_frames
-from .reading import read_table, safe_samples, selection
-from .storage import write_atomic
+from . import storage
+from .reading import read_table, safe_samples, selection, shard_location
 
 MAX_CLIPS = 300
 THUMB_PX = 192
@@ -50,20 +49,19 @@ td.n{text-align:right}figure{margin:.5em 0}figcaption{font-size:12px;color:#555}
 </style>"""
 
 
-def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: dict[str, float] | None = None,
-                 max_thumbnails: int = 24) -> Path:
+def write_report(out_dir, *, manifest_path=None, timings: dict[str, float] | None = None,
+                 max_thumbnails: int = 24):
     """Write out_dir/report.html for the build described by manifest_path (default out_dir/manifest.json).
 
     timings: stage -> seconds of worker time, in pipeline order, plus optional "frames" (frames processed) and
     "wall_seconds"; when None, the build's timings.json beside the manifest (same format) is used if present."""
-    out_dir = Path(out_dir)
-    manifest_path = Path(manifest_path) if manifest_path else out_dir / "manifest.json"
-    root = manifest_path.parent  # paths in the manifest are relative to it
-    manifest, _, parts = selection(manifest_path)   # ManifestError for an unsafe or broken manifest
-    samples = [r for _, rows in parts for r in rows]
+    out_dir = storage.location(out_dir)     # a folder or a store URL, as the manifest may be
+    manifest_path = storage.location(manifest_path) if manifest_path else storage.join(out_dir, "manifest.json")
+    manifest, root, parts = selection(manifest_path)   # ManifestError for an unsafe or broken manifest
+    samples = [r for _, rows in parts for r in rows]   # root: the manifest's folder; its paths are relative to it
     failures = read_table(manifest_path, manifest, "failures") if "failures" in manifest.get("tables", {}) else []
-    if timings is None and (root / "timings.json").is_file():
-        timings = json.loads((root / "timings.json").read_text())
+    if timings is None and storage.is_file(storage.join(root, "timings.json")):
+        timings = storage.read_json(storage.join(root, "timings.json"))
     keys = _pick(sorted(r["key"] for r in samples), MAX_CLIPS)
     thumb_keys = set(_pick(keys, max_thumbnails))
     clips = _read_clips(root, {r["key"]: r["shard"] for r in samples}, keys, thumb_keys)
@@ -76,9 +74,8 @@ def write_report(out_dir: Path, *, manifest_path: Path | None = None, timings: d
     ]
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>posetalk build report</title>{STYLE}"
             f"</head><body>{''.join(body)}{RENDER_CHECK}</body></html>")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.html"
-    return write_atomic(path, page)  # never leave a half-written report
+    storage.makedirs(out_dir)
+    return storage.write_atomic(storage.join(out_dir, "report.html"), page)  # never leave a half-written report
 
 
 # ---------------------------------------------------------------- reading
@@ -89,13 +86,13 @@ def _pick(items: list, n: int) -> list:
     return [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, max(n, 0)).round().astype(int)))]
 
 
-def _read_clips(root: Path, shard_of: dict[str, str], keys: list[str], thumb_keys: set[str]) -> dict[str, dict]:
+def _read_clips(root, shard_of: dict[str, str], keys: list[str], thumb_keys: set[str]) -> dict[str, dict]:
     """key -> {pose, gaze[, landmarks, video.mp4, meta]} for the picked keys, opening only the shards they are in."""
     by_shard, clips = defaultdict(set), {}
     for key in keys:
         by_shard[shard_of[key]].add(key)
     for shard, wanted in sorted(by_shard.items()):
-        for key, members in safe_samples(root / shard, keys=wanted):
+        for key, members in safe_samples(shard_location(root, shard), keys=wanted):
             clip = clips.setdefault(key, {})
             names = ("pose.npy", "gaze.npy") + (("landmarks.npy", "video.mp4", "meta.json") if key in thumb_keys else ())
             for name in (n for n in names if n in members):

@@ -1,8 +1,10 @@
 """The one module that knows Ray: runs the pipeline's VideoProcessor in a pool of actors.
 
-Each actor loads the models once (setup) and processes whole videos; the driver keeps a bounded number of
-videos in flight and receives finished samples as bytes, so workers need no shared output filesystem.
-`workers=0` runs everything in this process (debugging, profiling).
+Each actor loads the models once (setup) and processes whole videos. The driver keeps a bounded number of videos in
+flight and learns of each only a small summary: the clips themselves go from the video worker to a model worker,
+and on to the task that writes their shard group, by object reference (Ray moves them between nodes), so no media
+passes through the driver and no node reads another's disk. `workers=0` runs everything in this process
+(debugging, profiling).
 
 The pool starts its actors, and has them load their models, as soon as it is made, and hands out the videos at
 once; the driver takes the speech and text models' versions from a model worker, which has loaded them anyway,
@@ -13,11 +15,14 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .config import PipelineConfig
-from .pipeline import VideoProcessor, VideoResult, part_of, worker_resources
+from .pipeline import VideoProcessor, VideoResult, VideoSummary, part_of, worker_resources
 from .schema import ClipRecord, VideoSpec
+from .shards import Group
+
+Writer = Callable[[Group, list[VideoResult]], dict]     # writes a group's shard, returns its record
 
 
 def _ensure_ray(address: str | None, num_cpus: int | None):
@@ -41,6 +46,16 @@ def default_workers(address: str | None = None) -> int:
 
 
 class RayVideoProcessor(VideoProcessor):
+    def video(self, spec: VideoSpec) -> tuple[VideoSummary, VideoResult]:
+        """(summary for the driver, result for the next worker): called with num_returns=2."""
+        result = self(spec)
+        return result.summary(), result
+
+    def models(self, *results: VideoResult) -> tuple:
+        """The model stages on several videos' results: (their summaries, one result per video), num_returns=N+1."""
+        done = self.finish(list(results))
+        return ([r.summary() for r in done], *done)
+
     def node_id(self) -> str:
         import ray
 
@@ -80,6 +95,8 @@ class WorkerPool:
             self.model_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=cfg.models.cpus,
                                                                         num_gpus=cfg.models.gpus)
             self.model_actors = [self._start(self.model_cls, "models") for _ in range(cfg.models.workers)]
+        # no CPU reserved: the video actors hold every core for the build, and a writer mostly waits on its store
+        self.write_task = self.ray.remote(_write_group).options(num_cpus=0, max_retries=1)
 
     def _start(self, cls, part: str):
         actor = cls.remote(self.cfg, part)
@@ -106,29 +123,40 @@ class WorkerPool:
                 pass
         return out
 
-    def start(self, specs: Iterable[VideoSpec]) -> None:
-        """Hand the videos to the workers now (longest first, so no worker is left with a long video while the
-        others idle at the end)."""
-        self.specs = list(specs)
+    def start(self, groups: Iterable[Group], write: Writer) -> None:
+        """Hand the groups' videos to the workers now: group by group (a group's clips wait in the object store until
+        its last video is done, so few groups are open at once), the longest video of a group first (no worker is
+        left with a long video while the others idle). `write(group, results)` runs where a group finishes."""
+        self.groups, self.write = list(groups), write
         if self.processor is not None:
             return
-        self.queue, self.pending, self.retried = sorted(self.specs, key=expected_work), {}, set()
+        self.group_of = {id(spec): group for group in self.groups for spec in group.specs}
+        self.left = {group.index: len(group.specs) for group in self.groups}
+        self.final: dict[int, object] = {}                  # id(spec) -> reference to its finished result
+        self.queue = sorted((s for g in self.groups for s in g.specs),
+                            key=lambda spec: (-self.group_of[id(spec)].index, expected_work(spec)))
+        self.pending, self.retried = {}, set()
         for actor in self.actors:
             self._submit_video(actor)
 
-    def results(self) -> Iterator[tuple[VideoSpec, VideoResult]]:
-        """(spec, result) for every started video as workers finish them (in completion order). A worker that dies
-        (killed, OOM, segfault) is replaced and its work tried once more on the fresh one."""
+    def results(self) -> Iterator[tuple[str, tuple]]:
+        """Events as the work finishes: ("video", (spec, VideoSummary)) per video, ("group", (group, record)) per
+        shard group written. A worker that dies (killed, OOM, segfault) is replaced and its work tried once more on
+        the fresh one."""
         if self.processor is not None:
-            for spec in self.specs:
-                yield spec, self.processor(spec)
+            for group in self.groups:
+                results = []
+                for spec in group.specs:
+                    results.append(self.processor(spec))
+                    yield "video", (spec, results[-1].summary())
+                yield "group", (group, self.write(group, results))
             return
-        ready: list[tuple[VideoSpec, VideoResult]] = []     # video results waiting for a model worker
+        ready: list[tuple] = []     # (spec, result reference, summary) waiting for a model worker
         while self.pending or ready:
             videos_left = self.queue or any(kind == "video" for kind, *_ in self.pending.values())
             models_idle = not any(kind == "models" for kind, *_ in self.pending.values())
             # a full batch, or whatever is ready when a model worker would otherwise wait (or nothing more comes)
-            if ready and (sum(len(r.records) for _, r in ready) >= self.cfg.models.batch_clips or models_idle
+            if ready and (sum(s.kept for *_, s in ready) >= self.cfg.models.batch_clips or models_idle
                           or not videos_left):
                 self._submit_models(ready)
                 ready = []
@@ -136,51 +164,82 @@ class WorkerPool:
             done, _ = self.ray.wait(list(self.pending), num_returns=1)
             kind, actor, work = self.pending.pop(done[0])
             try:
-                result = self.ray.get(done[0])
+                answer = self.ray.get(done[0])      # a summary, or a group's record: never media
             except self.ray.exceptions.RayError as err:
                 yield from self._replace(kind, actor, work, err)
                 continue
             if kind == "video":
                 self._submit_video(actor)
-                if self.model_actors and any(r.ok for r in result.records):
-                    ready.append((work, result))
+                spec, ref = work
+                if self.model_actors and answer.kept:
+                    ready.append((spec, ref, answer))
                 else:
-                    yield work, result
+                    yield from self._finished(spec, ref, answer)
+            elif kind == "models":
+                batch, refs = work
+                for (spec, *_), ref, summary in zip(batch, refs, answer):
+                    yield from self._finished(spec, ref, summary)
             else:
-                yield from zip([spec for spec, _ in work], result)
+                yield "group", (work[0], answer)
+
+    def _finished(self, spec: VideoSpec, ref, summary: VideoSummary) -> Iterator[tuple[str, tuple]]:
+        """A video done; the last of its group sends the group's results to a writer task."""
+        yield "video", (spec, summary)
+        group = self.group_of[id(spec)]
+        self.final[id(spec)] = ref
+        self.left[group.index] -= 1
+        if not self.left[group.index]:
+            self._submit_write(group, [self.final.pop(id(s)) for s in group.specs])
+
+    def _submit_write(self, group: Group, refs: list) -> None:
+        task = self.write_task.remote(self.write, self.cfg.storage.options, group, *refs)
+        self.pending[task] = ("write", None, (group, refs))
 
     def _submit_video(self, actor) -> None:
         if self.queue:
             spec = self.queue.pop()
-            self.pending[actor.__call__.remote(spec)] = ("video", actor, spec)
+            summary, result = actor.video.options(num_returns=2).remote(spec)
+            self.pending[summary] = ("video", actor, (spec, result))
 
-    def _submit_models(self, batch: list[tuple[VideoSpec, VideoResult]], actor=None) -> None:
+    def _submit_models(self, batch: list[tuple], actor=None) -> None:
         """To `actor`, or to the least loaded model worker."""
         if actor is None:
             busy = [kind_actor[1] for kind_actor in self.pending.values() if kind_actor[0] == "models"]
             actor = min(self.model_actors, key=busy.count)
-        self.pending[actor.finish.remote([result for _, result in batch])] = ("models", actor, batch)
+        summaries, *results = actor.models.options(num_returns=len(batch) + 1).remote(*[r for _, r, _ in batch])
+        self.pending[summaries] = ("models", actor, (batch, results))
 
-    def _replace(self, kind: str, actor, work, err: Exception) -> Iterator[tuple[VideoSpec, VideoResult]]:
-        """A dead worker's replacement gets its work once more; a second death is the videos' failure."""
+    def _replace(self, kind: str, actor, work, err: Exception) -> Iterator[tuple[str, tuple]]:
+        """A dead worker's replacement gets its work once more; a second death is the videos' failure. A writer
+        that fails twice (its store refused the shard) ends the build."""
+        if kind == "write":
+            group, refs = work
+            if ("write", group.index) in self.retried:
+                raise RuntimeError(f"writing shard group {group.index} failed twice: "
+                                   f"{getattr(err, 'cause', None) or err}") from None
+            self.retried.add(("write", group.index))
+            self._submit_write(group, refs)
+            return
         actors, cls, part = ((self.actors, self.video_cls, self.video_part) if kind == "video"
                              else (self.model_actors, self.model_cls, "models"))
         self.ray.kill(actor)
         actors.remove(actor)
         fresh = self._start(cls, part)
         actors.append(fresh)
-        specs = [work] if kind == "video" else [spec for spec, _ in work]
-        if not any(id(s) in self.retried for s in specs):
-            self.retried.update(id(s) for s in specs)
+        batch = [work[0]] if kind == "video" else [spec for spec, *_ in work[0]]
+        if not any(id(s) in self.retried for s in batch):
+            self.retried.update(id(s) for s in batch)
             if kind == "video":
-                self.queue.append(work)
+                self.queue.append(work[0])
                 self._submit_video(fresh)
             else:
-                self._submit_models(work, fresh)
+                self._submit_models(work[0], fresh)
             return
         if kind == "video":
             self._submit_video(fresh)
-        yield from ((spec, VideoResult([_lost(spec, err)])) for spec in specs)
+        for spec in batch:
+            lost = VideoResult([_lost(spec, err)])
+            yield from self._finished(spec, self.ray.put(lost), lost.summary())
 
     def close(self, wait: bool = True) -> None:
         """End the actors, and a Ray this pool started; with wait=False Ray ends in the background (about a second,
@@ -197,6 +256,14 @@ class WorkerPool:
     def wait_closed(self) -> None:
         if self._ending is not None:
             self._ending.join()
+
+
+def _write_group(write: Writer, options: dict, group: Group, *results: VideoResult) -> dict:
+    """The Ray task owning a shard group: Ray hands it the group's results (moved from the nodes that made them)."""
+    from . import storage
+
+    storage.configure(options)
+    return write(group, list(results))
 
 
 def expected_work(spec: VideoSpec) -> float:

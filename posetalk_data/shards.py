@@ -1,22 +1,28 @@
-"""Stage 8b, write: staging of finished samples, then shards, tables and the manifest.
+"""Stage 8b, write: shard groups, their staging, then the tables and the manifest.
 
-Workers' samples are staged one directory per key (written to a temporary name, then renamed). At the end the
-driver writes the shards from the staged samples in key order, with fixed tar metadata, so the same input gives
-the same shards byte for byte whatever order the workers finished in.
+The driver plans the shard groups before any video is read (consecutive runs of the sorted source ids, see
+WriteConfig). The task that finishes a group's last video writes the group's shard whole (its samples in key
+order, fixed tar metadata: the same input gives the same bytes whatever order or node the work ran in) to a
+temporary name, then renames or uploads it in one step, then stages the group's small record (shard entry,
+sample rows, failures). A build killed at any point redoes exactly the groups without a record. The driver writes
+the tables and the manifest (last) from the records. All of it goes through posetalk_data.storage, so OUT may be a
+folder or an object-store URL.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import shutil
+import re
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import storage
 from .schema import MEMBERS, SCHEMA_VERSION, ClipRecord, VideoSpec
-from .storage import crash_point, write_json
 
 SHARD_PREFIX = "posetalk"
 QUALITY_COLUMNS = ["face_present_fraction", "landmark_confidence", "landmarks_found_fraction", "pose_fit_rms",
@@ -42,22 +48,18 @@ FAILURES_SCHEMA = pa.schema(
      ("kind", pa.string())])
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path) -> str:
+    """sha256 of a file at a path or URL."""
+    return storage.sha256_of(path)
 
 
-def relative_source(path: str, root: Path | None) -> str:
-    """Source paths are stored relative to the input folder so that a manifest is portable."""
+def relative_source(path: str, root) -> str:
+    """Source paths are stored relative to the input folder (or URL) so that a manifest is portable."""
     if root is not None:
-        try:
-            return Path(path).resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            pass
-    return Path(path).name
+        rel = storage.relative_to(path, root)
+        if rel is not None:
+            return rel
+    return storage.name(path)
 
 
 class StagingMismatch(RuntimeError):
@@ -70,176 +72,189 @@ def _digest(*parts: object) -> str:
 
 STAGING_DIR = ".staging"
 STAGING_MARKER = "posetalk-staging.json"    # written first, so a staging is recognisable from the moment it exists
+SHARD_FILE = re.compile(rf"{SHARD_PREFIX}-\d{{6}}\.tar(\.tmp)?")
 
 
-def is_staging(folder: Path) -> bool:
+def is_staging(folder) -> bool:
     """`folder` is a build's staging: its marker, a build.json of a staging made before the marker existed, or
     what a kill can leave before the marker is in place (an empty folder, or only the marker's temporary file)."""
-    if not folder.is_dir():
+    if not storage.is_dir(folder):
         return False
-    names = {p.name for p in folder.iterdir()}
+    names = set(storage.listdir(folder))
     return bool(names & {STAGING_MARKER, "build.json"}) or names <= {f"{STAGING_MARKER}.tmp"}
 
 
+@dataclass(frozen=True)
+class Group:
+    """The videos whose samples go into one shard (planned before any is read)."""
+    index: int
+    specs: tuple[VideoSpec, ...]
+
+    @property
+    def shard(self) -> str:
+        return f"shards/{SHARD_PREFIX}-{self.index:06d}.tar"
+
+    @property
+    def record_name(self) -> str:
+        """The staged record's name: the group's number and its videos, so a changed plan never reuses it."""
+        ids = [(s.source, s.video_id, s.start, s.end) for s in self.specs]
+        return f"{self.index:06d}-{_digest(*ids)}.json"
+
+
+def spec_order(spec: VideoSpec) -> tuple:
+    return spec.source, spec.video_id, spec.start if spec.start is not None else -1.0, spec.end or 0.0
+
+
+def plan_groups(specs: list[VideoSpec], videos_per_shard: int) -> list[Group]:
+    """Consecutive runs of the sorted source ids: the same for any worker count and any finishing order."""
+    ordered = sorted(specs, key=spec_order)
+    return [Group(i, tuple(ordered[at:at + videos_per_shard]))
+            for i, at in enumerate(range(0, len(ordered), videos_per_shard))]
+
+
 class Staging:
-    """Finished samples and per-video results of a build, kept under OUT/.staging.
+    """What a build has finished, under OUT/.staging (a folder or a prefix of a store): one record per shard group
+    (groups/<n>-<digest>.json: its shard entry, sample rows and failures), written after the group's shard."""
 
-    A video is done once its marker (videos/<id>.json: its sample keys and failures) exists; the marker is written
-    after the video's samples, so a build killed at any point redoes exactly the videos without a marker.
-    """
+    def __init__(self, out):
+        root = storage.join(out, STAGING_DIR)
+        storage.makedirs(root)
+        if not storage.is_file(storage.join(root, STAGING_MARKER)):
+            storage.write_json(storage.join(root, STAGING_MARKER),
+                               {"format": "posetalk-staging", "schema_version": SCHEMA_VERSION})
+        self.out, self.groups_dir = out, storage.join(root, "groups")
+        self.fingerprint_path = storage.join(root, "build.json")
+        storage.makedirs(self.groups_dir)
+        self.refresh()
 
-    def __init__(self, out: Path):
-        root = out / STAGING_DIR
-        root.mkdir(parents=True, exist_ok=True)
-        if not (root / STAGING_MARKER).is_file():
-            write_json(root / STAGING_MARKER, {"format": "posetalk-staging", "schema_version": SCHEMA_VERSION})
-        self.samples_dir, self.videos_dir, self.shards_dir = root / "samples", root / "videos", root / "shards"
-        self.fingerprint_path = root / "build.json"
-        for d in (self.samples_dir, self.videos_dir, self.shards_dir):
-            d.mkdir(exist_ok=True)
+    def refresh(self) -> None:
+        """One listing of the staged records (on a store: one request, not one per group)."""
+        self.finished = {n for n in storage.listdir(self.groups_dir) if n.endswith(".json")}
 
     def check_fingerprint(self, fingerprint: dict, *, partial: bool = False) -> None:
         """Staged clips are reused only by a build with the same config and versions (never mixed silently).
         partial: compare only the keys given (the config, before the workers report the model versions) and write
         nothing; the full fingerprint is written by the first build of OUT."""
         path = self.fingerprint_path
-        if path.is_file():
-            before = json.loads(path.read_text())
+        if storage.is_file(path):
+            before = storage.read_json(path)
             keys = set(fingerprint) if partial else set(before) | set(fingerprint)
             differs = sorted(k for k in keys if before.get(k) != fingerprint.get(k))
             if differs:
                 raise StagingMismatch(
-                    f"{path.parent.parent} holds clips staged with a different {', '.join(differs)}; "
+                    f"{self.out} holds clips staged with a different {', '.join(differs)}; "
                     "rerun with --fresh to discard them, or choose another --out")
         elif not partial:
-            write_json(path, fingerprint, indent=None)
+            storage.write_json(path, fingerprint, indent=None)
 
-    def _marker(self, spec: VideoSpec) -> Path:
-        return self.videos_dir / f"{_digest(spec.source, spec.video_id, spec.start, spec.end)}.json"
+    def done(self, group: Group) -> bool:
+        return group.record_name in self.finished
 
-    def done(self, spec: VideoSpec) -> bool:
-        return self._marker(spec).is_file()
-
-    def put_video(self, spec: VideoSpec, records: list[ClipRecord], root: Path | None) -> None:
-        for record in records:
-            if record.ok:
-                self._put_sample(record)
-        marker = {"video_id": spec.video_id, "keys": sorted(r.key for r in records if r.ok),
-                  "failures": [failure_row(r, root) for r in records if not r.ok]}
-        write_json(self._marker(spec), marker, indent=None)
-
-    def _put_sample(self, record: ClipRecord) -> None:
-        final = self.samples_dir / record.key
-        tmp = self.samples_dir / f".{record.key}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, data in record.members.items():
-            (tmp / name).write_bytes(data)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+    def record(self, group: Group) -> dict:
+        return storage.read_json(storage.join(self.groups_dir, group.record_name))
 
     def forget_failed(self) -> int:
-        """--retry-failed: videos with a failure are done no more, so the next run processes them again."""
-        failed = [p for p in self.videos_dir.glob("*.json")      # a dropped span is no failure to retry
-                  if any(f.get("kind") != "span" for f in json.loads(p.read_text())["failures"])]
-        for path in failed:
-            path.unlink()
-        return len(failed)
-
-    def results(self, specs: list[VideoSpec]) -> tuple[list[str], list[dict]]:
-        """Sorted sample keys and failure rows of the given videos (staged results of other inputs are ignored)."""
-        keys, failures = [], []
-        for spec in specs:
-            if self.done(spec):
-                marker = json.loads(self._marker(spec).read_text())
-                keys += marker["keys"]
-                failures += marker["failures"]
-        return sorted(keys), sorted(failures, key=lambda r: (r["video_id"], r["start"] or 0.0))
-
-    def members(self, key: str) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in sorted((self.samples_dir / key).iterdir())}
+        """--retry-failed: groups with a failed video are done no more, so the next run processes them again;
+        returns how many videos failed."""
+        failed = 0
+        for name in sorted(self.finished):
+            record = storage.read_json(storage.join(self.groups_dir, name))
+            videos = {f["video_id"] for f in record["failures"] if f.get("kind") != "span"}   # a span is no failure
+            if videos:
+                storage.remove(storage.join(self.groups_dir, name))
+                failed += len(videos)
+        self.refresh()
+        return failed
 
 
-def failure_row(record: ClipRecord, root: Path | None) -> dict:
+def failure_row(record: ClipRecord, root) -> dict:
     stage, reason = next(iter(record.errors.items()))
     return {"source": record.spec.source, "video_id": record.spec.video_id,
             "source_path": relative_source(record.spec.path, root), "start": record.start or None,
             "end": record.end or None, "stage": stage, "reason": reason, "kind": record.meta.get("unit", "video")}
 
 
-def write_tar(final: Path, samples) -> str:
-    """Write (key, {member: bytes}) samples as a shard under a temporary name, then rename; returns its sha256.
-    Fixed owner and mtime 0 (and webdataset's sorted members): the same samples give the same bytes."""
+def sample_row(record: ClipRecord, shard: str, root) -> dict:
+    meta = json.loads(record.members["meta.json"])
+    quality = meta["quality"]
+    return {"key": record.key, "shard": shard, "source": meta["source"], "video_id": meta["video_id"],
+            "source_path": relative_source(record.spec.path, root),
+            "start": meta["start"], "end": meta["end"], "frames": meta["frames"],
+            "duration": meta["frames"] / meta["fps"], "flags": meta["flags"],
+            "silent": bool(quality["silent"]),
+            "identity": meta["extra"].get("identity"), "split": meta["extra"].get("split"),
+            **{c: quality.get(c) for c in QUALITY_COLUMNS + QUALITY_TEXT_COLUMNS}}
+
+
+def write_tar(final, samples) -> tuple[str, int]:
+    """Write (key, {member: bytes}) samples as the shard `final` (a path or URL) whole: into a temporary file (beside
+    it on this disk, else in the temp folder), then one rename or upload; returns (sha256, bytes). Fixed owner and
+    mtime 0 (and webdataset's sorted members): the same samples give the same bytes."""
     from webdataset import TarWriter   # here, not at the top: webdataset imports torch (1.5 s for every command)
 
-    tmp = final.with_suffix(".tar.tmp")
-    with open(tmp, "wb") as stream:
+    if storage.is_url(final):
+        handle, name = tempfile.mkstemp(prefix="posetalk-shard-", suffix=".tar")
+        tmp = Path(name)
+        stream = open(handle, "wb")
+    else:
+        tmp = storage.local(final).with_suffix(".tar.tmp")
+        stream = open(tmp, "wb")
+    with stream:
         writer = TarWriter(stream, user="posetalk", group="posetalk", mtime=0, encoder=False)
         for key, members in samples:
             writer.write({"__key__": key, **members})
         writer.close()
-    crash_point(f"write:{final.name}")
-    os.replace(tmp, final)
-    return sha256_file(final)
+    digest, size = storage.sha256_of(tmp), tmp.stat().st_size
+    storage.put_file(tmp, final)
+    return digest, size
 
 
-def write_shards(staging: Staging, keys: list[str], out: Path, per_shard: int) -> list[dict]:
-    """Write shards in key order (tar mtime 0, fixed owner) and return [{path, sha256, samples, bytes, keys}].
-
-    A shard already written with the same keys (recorded in .staging/shards) and intact is kept as it is."""
-    shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for i in range(0, len(keys), per_shard):
-        chunk = keys[i:i + per_shard]
-        final = shard_dir / f"{SHARD_PREFIX}-{i // per_shard:06d}.tar"
-        record = staging.shards_dir / f"{final.name}.json"
-        before = json.loads(record.read_text()) if record.is_file() else {}
-        if before.get("keys") == chunk and final.is_file() and sha256_file(final) == before.get("sha256"):
-            digest = before["sha256"]
-        else:
-            digest = write_tar(final, ((key, staging.members(key)) for key in chunk))
-            write_json(record, {"keys": chunk, "sha256": digest}, indent=None, sort_keys=False)
-        shards.append({"path": final.relative_to(out).as_posix(), "sha256": digest,
-                       "samples": len(chunk), "bytes": final.stat().st_size, "keys": chunk})
-    for record in staging.shards_dir.glob("*.tar.json"):   # shards an earlier run of this build wrote ...
-        stale = shard_dir / record.name.removesuffix(".json")
-        if stale not in {out / s["path"] for s in shards}:  # ... that this one no longer has; nothing else
-            stale.unlink(missing_ok=True)
-            record.unlink()
-    return shards
+def write_group(out, root, group: Group, results: list) -> dict:
+    """In the task that finished the group: its shard (if any sample was kept), then its staged record, which is
+    returned (small: shard entry, sample rows, failures; no media)."""
+    records = [r for result in results for r in result.records]
+    kept = sorted((r for r in records if r.ok), key=lambda r: r.key)
+    shard = None
+    if kept:
+        storage.makedirs(storage.join(out, "shards"))
+        digest, size = write_tar(storage.join(out, group.shard), ((r.key, r.members) for r in kept))
+        shard = {"path": group.shard, "sha256": digest, "samples": len(kept), "bytes": size,
+                 "keys": [r.key for r in kept]}
+    record = {"group": group.index, "videos": [s.video_id for s in group.specs], "shard": shard,
+              "rows": [sample_row(r, group.shard, root) for r in kept],
+              "failures": [failure_row(r, root) for r in records if not r.ok]}
+    text = json.dumps(record, indent=None, sort_keys=False)
+    storage.write_atomic(storage.join(out, STAGING_DIR, "groups", group.record_name), text)
+    return json.loads(text)      # as a resumed build reads it back: the same manifest either way
 
 
-def sample_rows(staging: Staging, shards: list[dict], root: Path | None, paths: dict[str, str]) -> list[dict]:
-    rows = []
-    for shard in shards:
-        for key in shard["keys"]:
-            meta = json.loads((staging.samples_dir / key / "meta.json").read_text())
-            quality = meta["quality"]
-            rows.append({"key": key, "shard": shard["path"], "source": meta["source"], "video_id": meta["video_id"],
-                         "source_path": relative_source(paths.get(meta["video_id"], ""), root),
-                         "start": meta["start"], "end": meta["end"], "frames": meta["frames"],
-                         "duration": meta["frames"] / meta["fps"], "flags": meta["flags"],
-                         "silent": bool(quality["silent"]),
-                         "identity": meta["extra"].get("identity"), "split": meta["extra"].get("split"),
-                         **{c: quality.get(c) for c in QUALITY_COLUMNS + QUALITY_TEXT_COLUMNS}})
-    return rows
+def remove_stale_shards(out, shards: list[dict]) -> None:
+    """Shard files of this build that its manifest no longer lists (an earlier plan's, a killed write's temporary
+    file): only names this tool writes, in the build's own shards folder."""
+    listed = {storage.name(s["path"]) for s in shards}
+    for name in storage.listdir(storage.join(out, "shards")):
+        if SHARD_FILE.fullmatch(name) and name not in listed:
+            storage.remove(storage.join(out, "shards", name))
 
 
-def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_shard: int, root: Path | None,
-                  sources: list[dict], header: dict, layers: dict[str, str] | None = None,
-                  skipped: list[dict] = ()) -> dict:
-    """Shards, samples.parquet, failures.parquet and manifest.json (written last); returns the manifest.
+def write_table(rows: list[dict], schema: pa.Schema, dest) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
+    storage.write_atomic(dest, buffer.getvalue())
 
-    `layers`: the feature-layer members (name -> description); `skipped`: failure rows for clips the source
-    adapter left out before any processing."""
-    keys, failures = staging.results(specs)
-    failures = sorted([*skipped, *failures], key=lambda r: (r["video_id"], r["start"] or 0.0))
-    shards = write_shards(staging, keys, out, per_shard)
-    paths = {s["video_id"]: s["abs_path"] for s in sources}
-    rows = sample_rows(staging, shards, root, paths)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), out / "samples.parquet")
-    pq.write_table(pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA), out / "failures.parquet")
+
+def write_outputs(records: list[dict], out, *, sources: list[dict], header: dict,
+                  layers: dict[str, str] | None = None, skipped: list[dict] = ()) -> dict:
+    """samples.parquet, failures.parquet and manifest.json (written last) from the groups' records (in group
+    order); returns the manifest. `layers`: the feature-layer members (name -> description); `skipped`: failure
+    rows for clips the source adapter left out before any processing."""
+    shards = [r["shard"] for r in records if r["shard"]]
+    rows = [row for r in records for row in r["rows"]]
+    failures = sorted([*skipped, *(f for r in records for f in r["failures"])],
+                      key=lambda r: (r["video_id"], r["start"] or 0.0))
+    remove_stale_shards(out, shards)
+    write_table(rows, SAMPLES_SCHEMA, storage.join(out, "samples.parquet"))
+    write_table(failures, FAILURES_SCHEMA, storage.join(out, "failures.parquet"))
     manifest = {
         "format": "posetalk-shards", "schema_version": SCHEMA_VERSION, **header,
         "members": {**{name: desc for name, (desc, _, _) in MEMBERS.items()}, **(layers or {})},
@@ -250,5 +265,8 @@ def write_outputs(staging: Staging, specs: list[VideoSpec], out: Path, *, per_sh
         "sources": [{k: v for k, v in s.items() if k != "abs_path"} for s in sources],
         "tables": {"samples": "samples.parquet", "failures": "failures.parquet"},
     }
-    write_json(out / "manifest.json", manifest)
+    from .dataset_card import card
+
+    storage.write_atomic(storage.join(out, "README.md"), card(manifest))   # a Hugging Face dataset as it stands
+    storage.write_json(storage.join(out, "manifest.json"), manifest)
     return manifest

@@ -18,7 +18,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .reading import URL, ManifestError, UnsafeShardError, load_manifest, open_shard, read_table, safe_samples
+from . import storage
+from .reading import (URL, ManifestError, UnsafeShardError, load_manifest, open_shard, read_table, safe_samples,
+                      shard_location)
 from .schema import MEMBERS
 
 
@@ -70,7 +72,7 @@ def check_sample(sample: dict[str, bytes]) -> list[tuple[str, str]]:
     return problems
 
 
-def shard_checksum(base: Path, entry: dict) -> str | None:
+def shard_checksum(base, entry: dict) -> str | None:
     """The sha256 of a listed shard's bytes as they are now (None when it cannot be read)."""
     try:
         hashing = _Hashing(open_shard(base, entry["path"]))
@@ -80,14 +82,16 @@ def shard_checksum(base: Path, entry: dict) -> str | None:
     return hashing.digest.hexdigest()
 
 
-def verify_shard(base: Path, entry: dict, table_keys: list[str] | None) -> list[Problem]:
-    """Problems of one shard. table_keys: the samples-table rows' keys for it (None: the table was unreadable)."""
+def verify_shard(base, entry: dict, table_keys: list[str] | None) -> list[Problem]:
+    """Problems of one shard (beside the manifest on disk or in a store). table_keys: the samples-table rows' keys
+    for it (None: the table was unreadable)."""
     rel = entry["path"]
     out: list[Problem] = []
     if not URL.match(rel):
-        if not (base / rel).is_file():
-            return [Problem(rel, None, "missing", f"{base / rel} does not exist")]
-        size = (base / rel).stat().st_size
+        where = shard_location(base, rel)
+        if not storage.is_file(where):
+            return [Problem(rel, None, "missing", f"{where} does not exist")]
+        size = storage.size(where)
         if size != entry.get("bytes"):
             out.append(Problem(rel, None, "size", f"{size} bytes, manifest says {entry.get('bytes')}"
                                                   + (" (truncated)" if size < (entry.get("bytes") or 0) else "")))
@@ -135,8 +139,8 @@ def table_problems(manifest: dict, rows: list[dict]) -> list[Problem]:
 
 def verify(manifest_path: str | Path) -> list[Problem]:
     """Every problem found; an empty list means the dataset is intact. Raises ManifestError for a bad manifest."""
-    manifest_path = Path(manifest_path)
-    manifest, base = load_manifest(manifest_path), manifest_path.parent
+    manifest_path = storage.location(manifest_path)
+    manifest, base = load_manifest(manifest_path), storage.parent(manifest_path)
     try:
         rows = read_table(manifest_path, manifest)
     except ManifestError as err:

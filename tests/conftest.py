@@ -179,3 +179,39 @@ def video_runs(video_build, tmp_path_factory) -> Path:
     train_refine(video_build / "train.json", root / "refine", refine, coarse_run=root / "coarse",
                  holdout=video_build / "held.json")
     return root
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible HTTP server on a local port (moto's server mode; not a mock of boto calls), reached the
+    standard way: AWS_ENDPOINT_URL and the AWS credential variables, set for this process and what it starts.
+    Yields the environment to give subprocesses. The session's Ray (ray_session) predates these variables, so
+    builds against the store run in subprocesses or with the endpoint in the config's storage section."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server._server.server_port}"}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        server.stop()
+        for k, v in before.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="session")
+def grid_bucket(s3_server, samples) -> str:
+    """s3://grid/videos/ holding the two 3 s GRID clips."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("grid")
+    for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg"):
+        fs.put_file(str(samples / "videos" / name), f"grid/videos/{name}")
+    return "s3://grid/videos"

@@ -188,7 +188,7 @@ def test_keys_and_shards_identical_across_builds(samples, ray_session, tmp_path)
     root.mkdir()
     for name in ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg"):
         (root / name).symlink_to(samples / "videos" / name)
-    cfg = load_config(None, ["facetrack.crop_size=128", "write.samples_per_shard=1"])
+    cfg = load_config(None, ["facetrack.crop_size=128", "write.videos_per_shard=1"])
     a = build(folder_specs(root), tmp_path / "a", cfg, source="folder", root=root, workers=0).manifest
     b = build(folder_specs(root), tmp_path / "b", cfg, source="folder", root=root, workers=2).manifest
     assert a["counts"]["samples"] == 2

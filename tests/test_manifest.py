@@ -32,7 +32,7 @@ def tiny(samples, tmp_path_factory):
     for name in GRID:
         (root / name).symlink_to(samples / "videos" / name)
     out = tmp_path_factory.mktemp("manifest_build") / "build"
-    cfg = load_config(None, ["facetrack.crop_size=128", "write.samples_per_shard=1"])
+    cfg = load_config(None, ["facetrack.crop_size=128", "write.videos_per_shard=1"])
     build(folder_specs(root), out, cfg, source="folder", root=root, workers=0)
     return root, out
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from posetalk_data.cli import app
 from posetalk_data.verify import verify
 
-TINY = ["--workers", "0", "--set", "facetrack.crop_size=64", "--set", "write.samples_per_shard=1"]
+TINY = ["--workers", "0", "--set", "facetrack.crop_size=64", "--set", "write.videos_per_shard=1"]
 
 
 def said(result) -> str:

@@ -18,7 +18,7 @@ from posetalk_data.shards import StagingMismatch
 from posetalk_data.sources.folder import folder_specs
 from posetalk_data.storage import CRASH_ENV
 
-OVERRIDES = ["facetrack.crop_size=128", "write.samples_per_shard=1"]
+OVERRIDES = ["facetrack.crop_size=128", "write.videos_per_shard=1"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def reference(inputs, tmp_path_factory) -> Path:
 def test_kill_9_then_resume_gives_identical_outputs(inputs, reference, tmp_path):
     out = tmp_path / "killed"
     proc = run_build(inputs, out)
-    markers = out / ".staging" / "videos"
+    markers = out / ".staging" / "groups"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 2:
         time.sleep(0.05)
@@ -98,7 +98,7 @@ def test_kill_9_of_a_ray_worker_loses_nothing(inputs, reference, ray_session, tm
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline:
             for proc in psutil.process_iter(["pid", "cmdline"]):
-                if "RayVideoProcessor.__call__" in " ".join(proc.info["cmdline"] or []):
+                if "RayVideoProcessor.video" in " ".join(proc.info["cmdline"] or []):
                     os.kill(proc.info["pid"], signal.SIGKILL)
                     killed.append(proc.info["pid"])
                     return

@@ -17,7 +17,7 @@ from posetalk_data.config import load_config
 from posetalk_data.runner import WorkerPool
 from posetalk_data.sources.folder import folder_specs
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
-cfg = load_config(None, ["facetrack.crop_size=128", "write.samples_per_shard=1", "models.workers=2",
+cfg = load_config(None, ["facetrack.crop_size=128", "write.videos_per_shard=1", "models.workers=2",
                          "models.gpus=0.5", "models.batch_clips=1"])
 pool = WorkerPool(cfg, workers=2, videos=2)
 placed = {"video": ray.get([a.resources.remote() for a in pool.actors]),
@@ -43,7 +43,7 @@ def test_model_workers_take_gpu_shares_and_change_no_byte(samples, tmp_path):
     placed = json.loads(run.stdout.strip().splitlines()[-1])
     assert [p.get("GPU") for p in placed["models"]] == [0.5, 0.5]          # two model workers, half a GPU each
     assert all("GPU" not in p and p.get("CPU") == 1 for p in placed["video"])
-    cfg = load_config(None, ["facetrack.crop_size=128", "write.samples_per_shard=1"])
+    cfg = load_config(None, ["facetrack.crop_size=128", "write.videos_per_shard=1"])
     build(folder_specs(root), tmp_path / "inline", cfg, source="folder", root=root, workers=0)
     shards = lambda out: [p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))]   # noqa: E731
     assert shards(tmp_path / "pooled") == shards(tmp_path / "inline") and len(shards(tmp_path / "inline")) == 2

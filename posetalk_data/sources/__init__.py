@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import storage
 from ..schema import VideoSpec
 
 SOURCES = ("folder", "demo", "hdtf", "celebv-text", "mead")
@@ -13,8 +14,9 @@ DATASETS = {"hdtf": "hdtf", "celebv-text": "celebv_text", "mead": "mead"}   # --
 @dataclass
 class SourcePlan:
     specs: list[VideoSpec]
-    root: Path                          # the folder source paths are stored relative to
+    root: Path | str                    # the folder (or URL) source paths are stored relative to
     skipped: list[dict] = field(default_factory=list)   # failure rows (stage "source") for clips left out
+    sizes: dict[str, int] = field(default_factory=dict)  # source bytes by path, when a store's listing gave them
 
 
 def dataset_module(src: str):
@@ -23,14 +25,27 @@ def dataset_module(src: str):
     return importlib.import_module(f"{__name__}.{DATASETS[src]}")
 
 
-def source_plan(src: str, input_dir: Path | None, out: Path, **options) -> SourcePlan:
-    """What a build of `src` processes. `input_dir` is --input for folder (and demo), --root for datasets."""
+def source_plan(src: str, input_dir, out, **options) -> SourcePlan:
+    """What a build of `src` processes. `input_dir` is --input for folder (and demo), --root for datasets; a URL
+    (s3://bucket/videos) for the folder source."""
+    out = storage.location(out)
     if src == "folder":
         if input_dir is None:
             raise ValueError("--src folder needs --input DIR (the folder of videos)")
-        from .folder import folder_specs
+        from .folder import folder_specs, url_specs
 
-        return SourcePlan(folder_specs(input_dir, exclude=out), input_dir)
+        if storage.is_url(input_dir):
+            specs, sizes = url_specs(storage.location(input_dir), exclude=out)
+            return SourcePlan(specs, storage.location(input_dir), sizes=sizes)
+        input_dir = storage.local(input_dir)
+        return SourcePlan(folder_specs(input_dir, exclude=None if storage.is_url(out) else Path(out)), input_dir)
+    if input_dir is not None and storage.is_url(input_dir):
+        raise ValueError(f"--src {src} reads a local dataset folder; {input_dir} is a URL (copy the dataset to a "
+                         "disk, or build its videos with --src folder --input URL)")
+    if src == "demo" and input_dir is None and storage.is_url(out):
+        raise ValueError("--src demo makes its videos inside --out, which must then be a folder; give --input DIR "
+                         "for the videos when --out is a URL")
+    input_dir = None if input_dir is None else storage.local(input_dir)
     if src == "demo":
         from .demo import make_demo_clips
 
