@@ -119,9 +119,14 @@ def test_drive_loops_forwards_then_backwards():
 @pytest.fixture(scope="module")
 def evaluated(video_runs, video_build, tmp_path_factory):
     from posetalk_models.evaluate.video import evaluate
+    from posetalk_models.generate.faces import EXTRACTOR
 
     out = tmp_path_factory.mktemp("eval")
-    return out, evaluate(video_build / "held.json", out, generator=video_runs / "refine", limit=2, max_frames=30)
+    before = EXTRACTOR.setups
+    result = evaluate(video_build / "held.json", out, generator=video_runs / "refine", limit=2, max_frames=30)
+    # the face models are set up once for all the rows of both clips (the same length), not per row and clip
+    assert EXTRACTOR.setups - before <= 1
+    return out, result
 
 
 def test_real_against_itself_is_perfect_and_static_is_the_floor(evaluated, video_build):

@@ -81,3 +81,14 @@ def test_a_wheel_install_finds_its_shipped_configs(tmp_path):
     assert out[0].startswith(str(tmp_path / "site")), out     # the installed copy, not the checkout
     assert out[1].startswith(str(tmp_path / "site")) and out[1].endswith("folder.yaml"), out
     assert out[2] == "256", out                                # pose-vae.yaml's size, not the tiny default (64)
+
+
+def test_train_help_shows_each_example_on_its_own_line():
+    from typer.testing import CliRunner
+
+    from posetalk_models.cli.train import app
+
+    lines = CliRunner().invoke(app, ["--help"]).output.splitlines()
+    for example in ("posetalk-train vae --manifest", "posetalk-train pld --manifest", "posetalk-train coarse ",
+                    "posetalk-train sync "):
+        assert any(line.strip().startswith(example) for line in lines), (example, lines)
