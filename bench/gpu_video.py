@@ -58,8 +58,8 @@ def prep() -> None:
 def stage_run(stage: str, manifest: Path, held: Path, out: Path, seconds: float, extra: list[str], **kw) -> dict:
     """Train a stage for about `seconds` (speed measured over its first 20 steps); its figures."""
     from posetalk_data.config import PIPELINES
-    from posetalk_models import train_video
-    from posetalk_models.config import SHIPPED, load_train_config
+    from posetalk_models.train import video as train_video
+    from posetalk_models.train.config import SHIPPED, load_train_config
 
     def config(steps: int):
         return load_train_config(stage, PIPELINES / f"{SHIPPED[stage]}.yaml", [
@@ -87,9 +87,9 @@ def strip_png(run: Path, held: Path, path: Path) -> None:
     """real | copy-source | CoarseNet | RefineNet on the first held-out clip, self-reenacted."""
     import numpy as np
 
-    from posetalk_models.evaluate import clips, strip
-    from posetalk_models.generator import load_cascade
-    from posetalk_models.render import render, source_tensor
+    from posetalk_models.evaluate.video import clips, strip
+    from posetalk_models.runs import load_cascade
+    from posetalk_models.generate.render import render, source_tensor
 
     import torch
 

@@ -1,6 +1,6 @@
 """Do the pose models learn text control when the training data has it? A measurement on synthetic pose tracks.
 
-What is measured. posetalk_models.metrics.text_control: text-only generation of `--samples` windows for each of
+What is measured. posetalk_models.evaluate.pose.text_control: text-only generation of `--samples` windows for each of
 four prompts worded like our captions ("The person talks and nods." / "... keeps their head still.", "... turns
 their head to the left." / "... to the right."), scored as
     nod  : mean |pitch velocity| (deg/frame) for "nods" minus that for "keeps their head still"
@@ -10,7 +10,7 @@ A score > 0 means the motion follows the text. The same statistics are printed f
               the "nod" group when its captions say it nods and never that it keeps still, and so on (a clip that
               turns and then holds still is in a turn group and the "still" group);
     floor   : an untrained PLD of the same config over the same trained VAE, with the trained one's latent
-              normalisation. Its output layer starts at zero (posetalk_models.pld), so the text cannot move it:
+              normalisation. Its output layer starts at zero (posetalk_models.nets.pld), so the text cannot move it:
               its scores are what sampling noise alone gives with this many samples (chance).
 each for `--seeds` sampling seeds, at guidance 0 (plain conditional sampling) and the `--guidance` values given.
 "ratio" is score / ceiling; guidance > 0 exaggerates what the text asks for, so it can pass 1. Text control
@@ -35,7 +35,7 @@ real MiniLM encoder (the distinct prompts, one batch). Shards, samples.parquet a
 written like a build's. verify() is run and its findings summarised: the clips have no video.mp4, audio.flac or
 landmarks.npy, so it reports those members missing, and nothing else.
 
-Training: the trainers' default configs (posetalk_models.config: VAE d_model 64, 2+2 layers, 4x16 latents; PLD
+Training: the trainers' default configs (posetalk_models.train.config: VAE d_model 64, 2+2 layers, 4x16 latents; PLD
 d_model 128, 5 layers, p_drop_text = p_drop_audio = 0.1, batch 16, lr 3e-4) at window 16, with `--steps-vae` and
 `--steps-pld` steps on the CPU (`--threads`, default 1: for models this small one thread is the fastest on a
 shared 2-core machine). `--set-vae` / `--set-pld` override any config key. About 10 minutes on 2 busy cores.
@@ -281,7 +281,7 @@ def caption_summary(manifest: Path) -> tuple[Counter, list[str], list[str]]:
     """(clips per detected action kind, a few example prompts, the control prompts that occur verbatim among the
     training prompts: the others test wording the model never saw exactly)."""
     from posetalk_data.reading import read_samples
-    from posetalk_models.metrics import CONTROLS, control_prompt
+    from posetalk_models.evaluate.pose import CONTROLS, control_prompt
 
     kinds, examples, seen = Counter(), [], set()
     for _, sample in read_samples(manifest):
@@ -297,9 +297,9 @@ def caption_summary(manifest: Path) -> tuple[Counter, list[str], list[str]]:
 # ------------------------------------------------------------------ training
 def train_runs(manifest: Path, out: Path, args) -> tuple[Path, Path, dict]:
     """Trains the VAE, then the PLD on its latents; returns (vae run, pld run, seconds per stage)."""
-    from posetalk_models.config import load_train_config
-    from posetalk_models.train_pld import train_pld
-    from posetalk_models.train_vae import train_vae
+    from posetalk_models.train.config import load_train_config
+    from posetalk_models.train.pose_pld import train_pld
+    from posetalk_models.train.pose_vae import train_vae
 
     quiet = ["loop.progress=false", "loop.tensorboard=false", "loop.device=cpu", f"data.window={args.window}",
              "loop.log_every=100", "loop.keep_checkpoints=1", f"loop.seed={args.seed}"]
@@ -325,7 +325,7 @@ def last_metrics(run: Path) -> dict:
 # ------------------------------------------------------------------ evaluation
 def caption_groups(actions: set[str]) -> set[str]:
     """The control prompts a clip's captions stand for: an action said and its opposite never said."""
-    from posetalk_models.metrics import CONTROLS
+    from posetalk_models.evaluate.pose import CONTROLS
 
     groups = set()
     for action, opposite, _, _ in CONTROLS.values():
@@ -338,7 +338,7 @@ def caption_groups(actions: set[str]) -> set[str]:
 def ceiling_scores(manifest: Path, window: int) -> tuple[dict, Counter]:
     """control_scores over the training data's own windows (every window // 2 frames), grouped by caption."""
     from posetalk_data.reading import read_samples
-    from posetalk_models.metrics import control_scores
+    from posetalk_models.evaluate.pose import control_scores
 
     windows: dict[str, list[np.ndarray]] = {}
     clips = Counter()
@@ -357,7 +357,7 @@ def untrained_like(pld):
     decode at the same scale): the chance level of text_control."""
     import torch
 
-    from posetalk_models.pld import PoseLatentDiffusion
+    from posetalk_models.nets.pld import PoseLatentDiffusion
 
     torch.manual_seed(12345)
     fresh = PoseLatentDiffusion(pld.cfg)
@@ -368,8 +368,8 @@ def untrained_like(pld):
 
 def control_table(pld_run: Path, args) -> list[dict]:
     """Rows {model, guidance, seed, nod, turn, values} of text_control for the trained and the untrained PLD."""
-    from posetalk_models.metrics import text_control
-    from posetalk_models.train_pld import load_pld
+    from posetalk_models.evaluate.pose import text_control
+    from posetalk_models.generate.pose import load_pld
 
     pld, vae, sidecar = load_pld(pld_run)
     floor = untrained_like(pld)
@@ -403,7 +403,7 @@ def table_line(label: str, scores: list[float], ceiling: float, verdict: str = "
 
 
 def print_report(rows: list[dict], ceiling: dict, args) -> None:
-    from posetalk_models.metrics import CONTROLS
+    from posetalk_models.evaluate.pose import CONTROLS
 
     print(f"\ntext control: {args.samples} samples per prompt, {args.sample_steps} DDIM steps, "
           f"sampling seeds 0..{args.seeds - 1}; ratio = mean / ceiling")

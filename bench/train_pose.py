@@ -1,12 +1,12 @@
 """Is the shard loader fast enough to keep pose training busy? Loader throughput against training throughput at the
-default model size (posetalk_data/pipelines/pose-vae.yaml, pose-pld.yaml: window 64, batch 64), measured in one run.
+default model size (posetalk_models/train/configs/pose-vae.yaml, pose-pld.yaml: window 64, batch 64), measured in one run.
 
 input    : a small real build of the sample clips (the two GRID clips and two LivePortrait clips, 96 px crops), made
            once in --work and reused (the build resumes; clips must be >= 64 frames for full windows)
 loader   : windows/s of the training DataLoader (each model's data config: the VAE reads motion only, the PLD
            motion + speech + text) with the configured num_workers and with 0 workers, after its first batch
 train    : windows/s of the trainer itself, steps/s x batch_size, from the s_per_step the shared loop
-           (posetalk_models.trainer.train) logs each step: forward, backward, clipping and the optimiser step on
+           (posetalk_models.train.loop.train) logs each step: forward, backward, clipping and the optimiser step on
            batches held in memory, so the loader is not timed twice; the first --warmup steps and the last one (it
            saves the checkpoint) are left out. The PLD's frozen VAE is a random-init one of the default size.
 ratio    : loader windows/s / train windows/s, printed last per model (target >= 10: the loader is not the
@@ -49,7 +49,7 @@ def build_input(work: Path) -> Path:
 def configs(overrides: list[str]):
     """(VAE config, PLD config) at the default model size, with the PLD's speech/text resolved later."""
     from posetalk_data.config import PIPELINES
-    from posetalk_models.config import load_train_config
+    from posetalk_models.train.config import load_train_config
 
     return (load_train_config("vae", PIPELINES / "pose-vae.yaml", overrides),
             load_train_config("pld", PIPELINES / "pose-pld.yaml", overrides))
@@ -57,7 +57,7 @@ def configs(overrides: list[str]):
 
 def loader_windows_per_s(manifest: Path, data, batch_size: int, workers: int, batches: int) -> float:
     """Windows/s over `batches` batches after the first (worker start-up and the first shard read left out)."""
-    from posetalk_models.data import loader
+    from posetalk_models.data.windows import loader
 
     it = iter(loader(manifest, data, batch_size=batch_size, num_workers=workers))
     next(it)
@@ -67,14 +67,14 @@ def loader_windows_per_s(manifest: Path, data, batch_size: int, workers: int, ba
 
 
 def held_batches(manifest: Path, data, batch_size: int, n: int = 4) -> list[dict]:
-    from posetalk_models.data import loader
+    from posetalk_models.data.windows import loader
 
     return list(itertools.islice(loader(manifest, data, batch_size=batch_size), n))
 
 
 def train_windows_per_s(name: str, objective, batches: list[dict], loop, warmup: int, steps: int) -> float:
     """batch_size x steps/s of trainer.train over the held batches, from its per-step s_per_step log."""
-    from posetalk_models.trainer import train
+    from posetalk_models.train.loop import train
 
     loop = loop.model_copy(update={"max_steps": warmup + steps + 1, "log_every": 1, "progress": False,
                                    "tensorboard": False, "ckpt_every": 10**9})
@@ -86,10 +86,10 @@ def train_windows_per_s(name: str, objective, batches: list[dict], loop, warmup:
 
 
 def vae_objective(cfg, manifest: Path):
-    from posetalk_models.data import pose_stats
-    from posetalk_models.train_vae import VAEObjective
-    from posetalk_models.trainer import pick_device
-    from posetalk_models.vae import PoseVAE
+    from posetalk_models.data.windows import pose_stats
+    from posetalk_models.train.pose_vae import VAEObjective
+    from posetalk_models.train.loop import pick_device
+    from posetalk_models.nets.vae import PoseVAE
 
     stats = pose_stats(manifest, window=cfg.data.window, translation=cfg.data.translation)
     return VAEObjective(PoseVAE(cfg.model).to(pick_device(cfg.loop.device)), stats), stats
@@ -97,10 +97,10 @@ def vae_objective(cfg, manifest: Path):
 
 def pld_objective(cfg, vae_cfg, stats: dict, first: dict):
     """The PLD objective as train_pld builds it, over a random-init VAE of the default size."""
-    from posetalk_models.pld import PoseLatentDiffusion
-    from posetalk_models.train_pld import PLDObjective
-    from posetalk_models.trainer import pick_device
-    from posetalk_models.vae import PoseVAE
+    from posetalk_models.nets.pld import PoseLatentDiffusion
+    from posetalk_models.train.pose_pld import PLDObjective
+    from posetalk_models.train.loop import pick_device
+    from posetalk_models.nets.vae import PoseVAE
 
     device = pick_device(cfg.loop.device)
     vae = PoseVAE(vae_cfg.model).to(device).eval()
@@ -124,7 +124,7 @@ def main() -> None:
         sys.exit(f"sample clips not found at {VIDEOS}")
     import torch
 
-    from posetalk_models.data import resolve_features
+    from posetalk_models.data.windows import resolve_features
 
     manifest = build_input(args.work)
     vae_cfg, pld_cfg = configs(args.set)

@@ -52,7 +52,7 @@ def build_input(work: Path, size: int) -> Path:
 
 def config(stage: str, overrides: list[str]):
     from posetalk_data.config import PIPELINES
-    from posetalk_models.config import SHIPPED, load_train_config
+    from posetalk_models.train.config import SHIPPED, load_train_config
 
     return load_train_config(stage, PIPELINES / f"{SHIPPED[stage]}.yaml", ["loss.vgg_weights=random", *overrides])
 
@@ -60,7 +60,7 @@ def config(stage: str, overrides: list[str]):
 def loader_frames_per_s(manifest: Path, data, batch_size: int, workers: int, batches: int) -> float:
     import time
 
-    from posetalk_models.frames import frame_loader
+    from posetalk_models.data.frames import frame_loader
 
     it = iter(frame_loader(manifest, data, batch_size=batch_size, num_workers=workers))
     next(it)
@@ -71,8 +71,8 @@ def loader_frames_per_s(manifest: Path, data, batch_size: int, workers: int, bat
 
 def objective(stage: str, cfg, overrides: list[str], speech_dim: int, device):
     """The stage's objective as its trainer builds it, over random-init frozen stages of the same configs."""
-    from posetalk_models.generator import Cascade, build_stage
-    from posetalk_models.train_video import CoarseObjective, EnhanceObjective, RefineObjective, with_speech
+    from posetalk_models.nets.cascade import Cascade, build_stage
+    from posetalk_models.train.video import CoarseObjective, EnhanceObjective, RefineObjective, with_speech
 
     def sized(kind: str):
         c = cfg if kind == stage else config(kind, overrides)
@@ -87,7 +87,7 @@ def objective(stage: str, cfg, overrides: list[str], speech_dim: int, device):
 
 
 def train_frames_per_s(stage: str, obj, batches: list[dict], loop, warmup: int, steps: int) -> float:
-    from posetalk_models.trainer import train
+    from posetalk_models.train.loop import train
 
     loop = loop.model_copy(update={"max_steps": warmup + steps + 1, "log_every": 1, "progress": False,
                                    "tensorboard": False, "ckpt_every": 10**9})
@@ -121,8 +121,8 @@ def main() -> None:
         sys.exit(f"sample clips not found at {VIDEOS}")
     import torch
 
-    from posetalk_models.frames import frame_loader, resolve_speech, speech_dim
-    from posetalk_models.trainer import pick_device
+    from posetalk_models.data.frames import frame_loader, resolve_speech, speech_dim
+    from posetalk_models.train.loop import pick_device
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     first = config(stages[0], args.set)

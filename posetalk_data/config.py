@@ -1,5 +1,5 @@
 """Typed pipeline configuration: a frozen pydantic tree loaded from YAML, with dotted CLI overrides. The shipped
-YAMLs (one per source, one per trainer) are package data in posetalk_data/pipelines, so an installed wheel has them.
+YAMLs (one per source) are package data in posetalk_data/pipelines (the trainers' are in posetalk_models/train/configs), so an installed wheel has them.
 
 An unknown key or a wrong type is an error that names the key and the file, before any work starts.
 """
@@ -16,7 +16,7 @@ PIPELINES = Path(__file__).with_name("pipelines")
 
 
 def shipped(name: str) -> Path | None:
-    """A shipped YAML by stem (folder, hdtf, pose-vae, ...), or None if there is none."""
+    """A shipped build pipeline YAML by stem (folder, hdtf, ...), or None if there is none."""
     path = PIPELINES / f"{name}.yaml"
     return path if path.is_file() else None
 

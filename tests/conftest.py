@@ -124,9 +124,9 @@ TINY_POSE = ["loop.progress=false", "loop.num_workers=0", "loop.batch_size=8", "
 def pose_runs(grid_build, tmp_path_factory) -> Path:
     """A tiny pose VAE (40 steps) and a tiny PLD in its latent space (40 steps) trained on the GRID shards:
     root/vae and root/pld; read-only for tests (copy a run before resuming it)."""
-    from posetalk_models.config import load_train_config
-    from posetalk_models.train_pld import train_pld
-    from posetalk_models.train_vae import train_vae
+    from posetalk_models.train.config import load_train_config
+    from posetalk_models.train.pose_pld import train_pld
+    from posetalk_models.train.pose_vae import train_vae
 
     root, manifest = tmp_path_factory.mktemp("pose_runs"), grid_build / "manifest.json"
     train_vae(manifest, root / "vae", load_train_config("vae", None, [*TINY_POSE, "loop.max_steps=40"]))
@@ -168,8 +168,8 @@ TINY_VIDEO = ["loop.progress=false", "loop.num_workers=0", "loop.log_every=10", 
 def video_runs(video_build, tmp_path_factory) -> Path:
     """A tiny CoarseNet (200 steps) on the first 70 % of three clips, then a RefineNet (200 steps) over it, both with
     held-out figures on the last 30 %: root/coarse, root/refine. Read-only (copy a run to resume it)."""
-    from posetalk_models.config import load_train_config
-    from posetalk_models.train_video import train_coarse, train_refine
+    from posetalk_models.train.config import load_train_config
+    from posetalk_models.train.video import train_coarse, train_refine
 
     root = tmp_path_factory.mktemp("video_runs")
     coarse = load_train_config("coarse", None, [*TINY_VIDEO, "loop.max_steps=200", "loop.ckpt_every=100",

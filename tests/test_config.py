@@ -5,7 +5,7 @@ from posetalk_data.config import PIPELINES, ConfigError, load_config, parse_over
 
 @pytest.mark.parametrize("name", sorted(p.name for p in PIPELINES.glob("*.yaml")))
 def test_shipped_pipelines_load(name):
-    from posetalk_models.config import SHIPPED, load_train_config
+    from posetalk_models.train.config import SHIPPED, load_train_config
 
     kind = {stem: kind for kind, stem in SHIPPED.items()}.get(name.removesuffix(".yaml"))
     if kind is None:                   # a build's pipeline
@@ -20,7 +20,7 @@ def test_shipped_pipelines_load(name):
 
 
 def test_training_overrides_keep_the_sections_other_defaults():
-    from posetalk_models.config import load_train_config
+    from posetalk_models.train.config import load_train_config
 
     cfg = load_train_config("pld", None, ["loop.max_steps=3", "model.layers=3"])
     assert (cfg.loop.max_steps, cfg.loop.lr, cfg.model.layers) == (3, 3e-4, 3)  # lr stays the PLD default

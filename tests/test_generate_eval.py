@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posetalk_models import drive
+from posetalk_models.generate import drive
 
 
 def probe_streams(path: Path) -> dict[str, dict]:
@@ -29,7 +29,7 @@ def duration(path: Path) -> float:
 
 
 def generate(*args) -> object:
-    from posetalk_models.generate_cli import app
+    from posetalk_models.cli.generate import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -64,8 +64,8 @@ def test_fixed_mode_holds_the_portraits_pose(video_runs, inputs, tmp_path):
 
 
 def test_reference_mode_follows_the_reference_pose(video_runs, inputs, tmp_path):
-    from posetalk_models.extract import extraction_config, face_tracks
-    from posetalk_models.generator import load_cascade
+    from posetalk_models.generate.faces import extraction_config, face_tracks
+    from posetalk_models.runs import load_cascade
 
     out = tmp_path / "reference.mp4"
     result = generate("--image", inputs["image"], "--audio", inputs["audio"], "--generator", video_runs / "refine",
@@ -118,15 +118,20 @@ def test_drive_loops_forwards_then_backwards():
 # ------------------------------------------------------------------ evaluation
 @pytest.fixture(scope="module")
 def evaluated(video_runs, video_build, tmp_path_factory):
-    from posetalk_models.evaluate import evaluate
+    from posetalk_models.evaluate.video import evaluate
+    from posetalk_models.generate.faces import EXTRACTOR
 
     out = tmp_path_factory.mktemp("eval")
-    return out, evaluate(video_build / "held.json", out, generator=video_runs / "refine", limit=2, max_frames=30)
+    before = EXTRACTOR.setups
+    result = evaluate(video_build / "held.json", out, generator=video_runs / "refine", limit=2, max_frames=30)
+    # the face models are set up once for all the rows of both clips (the same length), not per row and clip
+    assert EXTRACTOR.setups - before <= 1
+    return out, result
 
 
 def test_real_against_itself_is_perfect_and_static_is_the_floor(evaluated, video_build):
     from posetalk_data.reading import read_samples
-    from posetalk_models.frames import decode_frames
+    from posetalk_models.data.frames import decode_frames
 
     out, result = evaluated
     rows = result["rows"]
@@ -156,10 +161,10 @@ def test_eval_cli_scores_other_methods_videos_and_weights_given_by_path(video_ru
     from torchvision.models import alexnet
 
     from posetalk_data.reading import read_samples
-    from posetalk_models.eval_cli import app
-    from posetalk_models.frames import decode_frames
-    from posetalk_models.render import write_video
-    from posetalk_models.syncnet_v2 import SyncNetV2
+    from posetalk_models.cli.eval import app
+    from posetalk_models.data.frames import decode_frames
+    from posetalk_models.generate.render import write_video
+    from posetalk_models.nets.syncnet_v2 import SyncNetV2
 
     key, sample = next(read_samples(video_build / "held.json"))
     other = tmp_path / "other"

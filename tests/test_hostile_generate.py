@@ -26,19 +26,19 @@ def run(app, *args):
 
 
 def generate(*args):
-    from posetalk_models.generate_cli import app
+    from posetalk_models.cli.generate import app
 
     return run(app, *args)
 
 
 def pose(*args):
-    from posetalk_models.generate_cli import pose_app
+    from posetalk_models.cli.generate import pose_app
 
     return run(pose_app, "generate", *args)
 
 
 def evaluate(*args):
-    from posetalk_models.eval_cli import app
+    from posetalk_models.cli.eval import app
 
     return run(app, *args)
 
@@ -172,7 +172,7 @@ def test_nan_audio_and_a_failed_or_interrupted_mux_leave_the_earlier_video(video
     import scipy.io.wavfile
 
     from posetalk_data.media import MediaError
-    from posetalk_models import render
+    from posetalk_models.generate import render
 
     out = copy_of(earlier, tmp_path)
     before = hashes(tmp_path)
@@ -300,7 +300,7 @@ def first_clip(video_build: Path, tmp_path: Path) -> tuple[str, np.ndarray]:
 
 def method_video(folder: Path, key: str, frames: np.ndarray) -> Path:
     """Another method's result for clip `key`: <key>.mp4 in `folder`."""
-    from posetalk_models.render import write_video
+    from posetalk_models.generate.render import write_video
 
     return write_video(frames, folder / f"{key}.mp4")
 

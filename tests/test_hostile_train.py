@@ -30,7 +30,7 @@ VIDEO_SETS = [x for o in (*TINY_VIDEO, "loop.tensorboard=false") for x in ("--se
 
 
 def train(*args):
-    from posetalk_models.cli import app
+    from posetalk_models.cli.train import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -81,7 +81,7 @@ def test_sync_without_a_clip_long_enough_stops_at_once(grid_build, tmp_path):
 
 def test_a_stream_whose_clips_give_no_item_ends_instead_of_waiting(grid_build):
     """The guard every trainer shares: an endless stream in which every clip has given nothing stops."""
-    from posetalk_models.stream import NoItems, ShardStream
+    from posetalk_models.data.stream import NoItems, ShardStream
 
     stream = ShardStream(grid_build / "manifest.json", {"pose.npy"}, lambda sample, rng: [], per_clip=1,
                          shuffle_buffer=4, resample=True, seed=0)
@@ -93,8 +93,8 @@ def test_a_stream_whose_clips_give_no_item_ends_instead_of_waiting(grid_build):
 @pytest.fixture(scope="module")
 def coarse_run(video_build, tmp_path_factory) -> Path:
     """A 2-step CoarseNet run (the stage a refine run is trained over); read-only."""
-    from posetalk_models.config import load_train_config
-    from posetalk_models.train_video import train_coarse
+    from posetalk_models.train.config import load_train_config
+    from posetalk_models.train.video import train_coarse
 
     run = tmp_path_factory.mktemp("hostile") / "coarse"
     train_coarse(video_build / "train.json", run, load_train_config("coarse", None, [
@@ -222,8 +222,8 @@ def test_a_truncated_checkpoint_is_named_on_resume(pose_runs, grid_build, tmp_pa
     (lambda s: {"step": 2}, "damaged checkpoint sidecar (no model kind and config in it)"),
     (None, "damaged checkpoint sidecar, not JSON")])
 def test_a_damaged_coarse_run_is_named(coarse_run, video_build, tmp_path, damage, words):
-    from posetalk_models.generator import load_cascade
-    from posetalk_models.runs import CheckpointError
+    from posetalk_models.runs import load_cascade
+    from posetalk_models.checkpoints import CheckpointError
 
     coarse = Path(shutil.copytree(coarse_run, tmp_path / "coarse"))
     sidecar = coarse / "step-00000002.json"
@@ -275,7 +275,7 @@ KILLED_RUN = ["loop.ckpt_every=1", "loop.keep_checkpoints=2", "loop.log_every=1"
 
 
 def start_training(manifest: Path, out: Path, max_steps: int) -> subprocess.Popen:
-    code = "import sys; from posetalk_models.cli import app; sys.argv[0] = 'posetalk-train'; app()"
+    code = "import sys; from posetalk_models.cli.train import app; sys.argv[0] = 'posetalk-train'; app()"
     sets = [x for o in (*TINY_POSE, "loop.tensorboard=false", *KILLED_RUN) for x in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-c", code, "vae", "--tiny", "--manifest", str(manifest), "--out",
@@ -299,7 +299,7 @@ def kill_while_writing(proc: subprocess.Popen, out: Path, suffix: str, timeout: 
 
 def complete(out: Path) -> list[int]:
     """Steps of the listed checkpoints, each loaded in full (weights, sidecar, optimiser state)."""
-    from posetalk_models.runs import checkpoints, load_state, read_sidecar
+    from posetalk_models.checkpoints import checkpoints, load_state, read_sidecar
 
     steps = []
     for path in checkpoints(out):

@@ -49,6 +49,16 @@ def test_no_import_cycles():
     assert not cycles, cycles
 
 
+def test_only_the_commands_import_a_command_module():
+    """posetalk_models.cli.* are the commands: the library (nets, data, runs, generate, evaluate, train) never
+    imports them, so every piece works without typer's error handling in between."""
+    graph = module_graph()
+    assert any(m.startswith("posetalk_models.cli.") for m in graph)     # the walk sees the model package
+    wrong = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                   if t.startswith("posetalk_models.cli") and not m.startswith("posetalk_models.cli"))
+    assert not wrong, wrong
+
+
 def test_a_wheel_install_finds_its_shipped_configs(tmp_path):
     """Built and installed without the source tree on the path, the trainers read the shipped YAMLs (not their
     tiny defaults) and a build's pipeline YAML is found."""
@@ -62,7 +72,7 @@ def test_a_wheel_install_finds_its_shipped_configs(tmp_path):
     wheel = next((tmp_path / "dist").glob("posetalk-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
-    probe = ("import posetalk_data, posetalk_models.cli as cli; from posetalk_data.config import shipped; "
+    probe = ("import posetalk_data, posetalk_models.cli.train as cli; from posetalk_data.config import shipped; "
              "print(posetalk_data.__file__); print(shipped('folder')); "
              "print(cli._config('vae', None, [], None, None, None).model.d_model)")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
@@ -71,3 +81,14 @@ def test_a_wheel_install_finds_its_shipped_configs(tmp_path):
     assert out[0].startswith(str(tmp_path / "site")), out     # the installed copy, not the checkout
     assert out[1].startswith(str(tmp_path / "site")) and out[1].endswith("folder.yaml"), out
     assert out[2] == "256", out                                # pose-vae.yaml's size, not the tiny default (64)
+
+
+def test_train_help_shows_each_example_on_its_own_line():
+    from typer.testing import CliRunner
+
+    from posetalk_models.cli.train import app
+
+    lines = CliRunner().invoke(app, ["--help"]).output.splitlines()
+    for example in ("posetalk-train vae --manifest", "posetalk-train pld --manifest", "posetalk-train coarse ",
+                    "posetalk-train sync "):
+        assert any(line.strip().startswith(example) for line in lines), (example, lines)

@@ -10,12 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posetalk_models.config import load_train_config
-from posetalk_models.data import loader, normalise
-from posetalk_models.generate import (FeatureMismatch, chain_translation, check_same, generate_poses, stitch,
+from posetalk_models.train.config import load_train_config
+from posetalk_models.data.windows import loader, normalise
+from posetalk_models.generate.pose import (FeatureMismatch, chain_translation, check_same, generate_poses, stitch,
                                       window_starts)
-from posetalk_models.pld import MODES, PLDConfig, PoseLatentDiffusion
-from posetalk_models.train_pld import load_pld, train_pld
+from posetalk_models.nets.pld import MODES, PLDConfig, PoseLatentDiffusion
+from posetalk_models.generate.pose import load_pld
+from posetalk_models.train.pose_pld import train_pld
 
 from conftest import TINY_POSE, tiny_hubert  # the tiny settings of the shared `pose_runs` fixture
 
@@ -69,7 +70,7 @@ def test_checkpoint_round_trips_and_resumes(runs, manifest, tmp_path):
 
 
 def test_a_new_run_needs_a_vae(manifest, tmp_path):
-    from posetalk_models.cli import app
+    from posetalk_models.cli.train import app
 
     result = CliRunner().invoke(app, ["pld", "--manifest", str(manifest), "--out", str(tmp_path / "pld"),
                                       "--max-steps", "2", *sum((["--set", s] for s in TINY), [])])
@@ -170,7 +171,7 @@ def test_feature_versions_must_match():
 
 
 def test_posetalk_pose_generate(runs, samples, tmp_path):
-    from posetalk_models.generate_cli import pose_app as app
+    from posetalk_models.cli.generate import pose_app as app
 
     audio = samples / "audio" / "hallo_1.wav"
     out = tmp_path / "gen" / "poses.npy"
@@ -199,7 +200,7 @@ def test_posetalk_pose_generate(runs, samples, tmp_path):
 
 @pytest.mark.parametrize("audio", ["missing.wav", "empty.wav", "notes.wav"])
 def test_posetalk_pose_generate_refuses_bad_audio_in_one_line(runs, tmp_path, audio):
-    from posetalk_models.generate_cli import pose_app as app
+    from posetalk_models.cli.generate import pose_app as app
 
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "notes.wav").write_text("not audio\n")
@@ -210,7 +211,7 @@ def test_posetalk_pose_generate_refuses_bad_audio_in_one_line(runs, tmp_path, au
 
 
 def test_generate_out_without_suffix_writes_the_path_it_prints(runs, samples, tmp_path):
-    from posetalk_models.generate_cli import pose_app as app
+    from posetalk_models.cli.generate import pose_app as app
 
     result = CliRunner().invoke(app, ["generate", "--run", str(runs / "pld"), "--audio",
                                       str(samples / "audio" / "echomimic_echomimic_en.wav"), "--steps", "2",
@@ -238,7 +239,7 @@ def test_paper_profile_features_hubert_and_clip(runs, grid_build, samples, tmp_p
     the same weights and refuses other weights."""
     from posetalk_data.config import load_config
     from posetalk_data.extend import extend
-    from posetalk_models.generate_cli import pose_app as app
+    from posetalk_models.cli.generate import pose_app as app
 
     build = shutil.copytree(grid_build, tmp_path / "b", ignore=shutil.ignore_patterns(".staging"))
     hubert, clip = tiny_hubert(tmp_path / "hubert", 0), tiny_clip(tmp_path / "clip")

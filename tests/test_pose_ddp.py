@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from posetalk_models.data import DataConfig, loader
-from posetalk_models.stream import epoch_split, split_quota, split_shards
+from posetalk_models.data.windows import DataConfig, loader
+from posetalk_models.data.stream import epoch_split, split_quota, split_shards
 
 TINY_VAE = ["loop.max_steps=4", "loop.progress=false", "loop.num_workers=0", "loop.batch_size=4",
             "loop.ckpt_every=2", "loop.log_every=1", "loop.tensorboard=false", "loop.device=cpu",
@@ -104,10 +104,10 @@ def weights_hash(model: torch.nn.Module) -> str:
 def rank_main(manifest: Path, out: Path) -> None:
     """One torchrun worker: an epoch of windows through a 2-worker loader, 4 VAE steps, then 3 PLD steps (over the
     VAE the test put in out/pld) under DDP; records what it read and the weights it ended with."""
-    from posetalk_models import train_pld as pld_training
-    from posetalk_models import train_vae as vae_training
-    from posetalk_models import trainer
-    from posetalk_models.config import load_train_config
+    from posetalk_models.train import pose_pld as pld_training
+    from posetalk_models.train import pose_vae as vae_training
+    from posetalk_models.train import loop as trainer
+    from posetalk_models.train.config import load_train_config
 
     rank = os.environ["RANK"]
     # registered before the trainer's own exit handler, so it runs after it: is the process group gone?
@@ -131,10 +131,10 @@ def rank_main(manifest: Path, out: Path) -> None:
 
 def frozen_vae(manifest: Path, run_dir: Path) -> None:
     """An untrained tiny VAE as the PLD run's own copy, so no rank has to copy one in."""
-    from posetalk_models.config import load_train_config
-    from posetalk_models.data import pose_stats
-    from posetalk_models.runs import save_weights
-    from posetalk_models.vae import PoseVAE
+    from posetalk_models.train.config import load_train_config
+    from posetalk_models.data.windows import pose_stats
+    from posetalk_models.checkpoints import save_weights
+    from posetalk_models.nets.vae import PoseVAE
 
     cfg = load_train_config("vae", None, TINY_VAE)
     run_dir.mkdir(parents=True)
@@ -166,7 +166,7 @@ def torchrun(script_args: list[str], log: Path, timeout: float, script: str = __
 def test_two_process_training(grid_build, tmp_path):
     from safetensors.torch import load_file
 
-    from posetalk_models.vae import PoseVAE, PoseVAEConfig
+    from posetalk_models.nets.vae import PoseVAE, PoseVAEConfig
 
     manifest = grid_build / "manifest.json"
     frozen_vae(manifest, tmp_path / "pld")

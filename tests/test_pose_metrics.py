@@ -11,11 +11,11 @@ from scipy.linalg import sqrtm
 from typer.testing import CliRunner
 
 from posetalk_data.motion_text import SUSTAINED
-from posetalk_models.cli import app
-from posetalk_models.generate import FeatureMismatch
-from posetalk_models.metrics import (control_prompt, control_scores, diversity_across_samples,
+from posetalk_models.cli.train import app
+from posetalk_models.generate.pose import FeatureMismatch
+from posetalk_models.evaluate.pose import (control_prompt, control_scores, diversity_across_samples,
                                      diversity_over_time, evaluate_run, frechet_distance, gaussian_frechet_distance)
-from posetalk_models.pld import MODES
+from posetalk_models.nets.pld import MODES
 
 EVAL = dict(windows=8, steps=2, guidance=2.0, seed=1)
 

@@ -6,10 +6,12 @@ import json
 import pytest
 import torch
 
-from posetalk_models.data import CHANNELS, DataConfig, loader, normalise, pose_stats
-from posetalk_models.config import LoopConfig, TrainVAEConfig
-from posetalk_models.train_vae import load_vae, recon_error_deg, train_vae
-from posetalk_models.vae import PoseVAE
+from posetalk_models.data.windows import CHANNELS, DataConfig, loader, normalise, pose_stats
+from posetalk_models.train.config import LoopConfig, TrainVAEConfig
+from posetalk_models.evaluate.pose import recon_error_deg
+from posetalk_models.runs import load_run
+from posetalk_models.train.pose_vae import train_vae
+from posetalk_models.nets.vae import PoseVAE
 
 QUIET_LOOP = LoopConfig(progress=False, log_every=5, ckpt_every=20, batch_size=8)
 
@@ -55,12 +57,13 @@ def test_loss_goes_down_and_checkpoint_round_trips_and_resumes(manifest, tmp_pat
     assert [r["step"] for r in rows][-1] == 40 and last.name == "step-00000040.safetensors"
     assert rows[-1]["recon"] < 0.7 * rows[0]["recon"]
 
-    model, stats = load_vae(run)
+    loaded = load_run(run, kinds=("vae",))
+    model, stats = loaded.model, loaded.sidecar["stats"]
     sidecar = json.loads(last.with_suffix(".json").read_text())
     assert sidecar["step"] == 40 and sidecar["stats"] == stats and "posetalk_version" in sidecar
     batch = next(iter(loader(manifest, DataConfig(window=16, speech=None, text=None), batch_size=4)))
     x = normalise(batch["pose"], stats)
-    again, _ = load_vae(last)
+    again = load_run(last).model
     with torch.no_grad():
         assert torch.equal(model(x)[0], again(x)[0])
     err = recon_error_deg(model, batch, stats)
@@ -97,7 +100,7 @@ def test_overfits_two_windows(manifest):
 def test_posetalk_train_vae_command(manifest, tmp_path):
     from typer.testing import CliRunner
 
-    from posetalk_models.cli import app
+    from posetalk_models.cli.train import app
 
     result = CliRunner().invoke(app, ["vae", "--manifest", str(manifest), "--out", str(tmp_path / "run"),
                                       "--max-steps", "3", "--set", "data.window=8", "--set", "model.d_model=32",
@@ -109,7 +112,7 @@ def test_posetalk_train_vae_command(manifest, tmp_path):
 
 
 def test_epoch_mode_training_runs_several_epochs(manifest, tmp_path):
-    from posetalk_models.config import load_train_config
+    from posetalk_models.train.config import load_train_config
 
     # 2 clips x 2 windows = 4 windows an epoch, batch 2: 5 steps need 3 epochs
     cfg = load_train_config("vae", None, ["loop.max_steps=5", "loop.progress=false", "loop.batch_size=2",
@@ -125,7 +128,7 @@ TINY_CLI = ["--max-steps", "2", "--set", "data.window=8", "--set", "model.d_mode
 def train_cli(*args):
     from typer.testing import CliRunner
 
-    from posetalk_models.cli import app
+    from posetalk_models.cli.train import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

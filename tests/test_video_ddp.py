@@ -17,8 +17,9 @@ TINY = ["loop.max_steps=3", "loop.progress=false", "loop.num_workers=0", "loop.b
 
 
 def rank_main(manifest: Path, out: Path) -> None:
-    from posetalk_models import train_video, trainer
-    from posetalk_models.config import load_train_config
+    from posetalk_models.train import video as train_video
+    from posetalk_models.train import loop as trainer
+    from posetalk_models.train.config import load_train_config
 
     trained = {}
 
@@ -38,10 +39,10 @@ def rank_main(manifest: Path, out: Path) -> None:
 def test_two_process_video_training(video_build, tmp_path):
     from safetensors.torch import load_file
 
-    from posetalk_models.coarsenet import CoarseNet, CoarseNetConfig
-    from posetalk_models.config import load_train_config
-    from posetalk_models.refinenet import RefineNet
-    from posetalk_models.runs import save_weights
+    from posetalk_models.nets.coarsenet import CoarseNet, CoarseNetConfig
+    from posetalk_models.train.config import load_train_config
+    from posetalk_models.nets.refinenet import RefineNet
+    from posetalk_models.checkpoints import save_weights
 
     # the enhance run's frozen stages: an untrained CoarseNet and RefineNet, copied in so no rank has to
     run = tmp_path / "enhance"

@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posetalk_models.config import load_train_config
-from posetalk_models.frames import TOPOLOGIES, FrameConfig, decode_frames, frame_loader, masks
-from posetalk_models.generator import load_cascade
-from posetalk_models.stream import npy
-from posetalk_models.train_video import train_coarse
+from posetalk_models.train.config import load_train_config
+from posetalk_models.data.frames import TOPOLOGIES, FrameConfig, decode_frames, frame_loader, masks
+from posetalk_models.runs import load_cascade
+from posetalk_models.data.stream import npy
+from posetalk_models.train.video import train_coarse
 
 from conftest import TINY_VIDEO
 
@@ -26,7 +26,7 @@ def metrics(run: Path) -> list[dict]:
 
 
 def train_cli(*args):
-    from posetalk_models.cli import app
+    from posetalk_models.cli.train import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -79,10 +79,10 @@ def test_masks_land_on_the_lips(video_build):
 def test_fresh_stages_change_nothing():
     """Identity flows and zero residuals at first: CoarseNet returns the source, RefineNet the coarse frame, the
     enhancer the refined frame (stable early training)."""
-    from posetalk_models.config import TrainCoarseConfig, TrainEnhanceConfig, TrainRefineConfig
-    from posetalk_models.coarsenet import CoarseNet
-    from posetalk_models.enhancer import Enhancer
-    from posetalk_models.refinenet import RefineNet
+    from posetalk_models.train.config import TrainCoarseConfig, TrainEnhanceConfig, TrainRefineConfig
+    from posetalk_models.nets.coarsenet import CoarseNet
+    from posetalk_models.nets.enhancer import Enhancer
+    from posetalk_models.nets.refinenet import RefineNet
 
     torch.manual_seed(0)
     image, other = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
@@ -96,8 +96,8 @@ def test_fresh_stages_change_nothing():
 
 def test_the_paper_size_builds_with_the_expected_parameter_counts():
     from posetalk_data.config import PIPELINES
-    from posetalk_models.coarsenet import CoarseNet
-    from posetalk_models.refinenet import RefineNet
+    from posetalk_models.nets.coarsenet import CoarseNet
+    from posetalk_models.nets.refinenet import RefineNet
 
     count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6   # noqa: E731
     coarse = CoarseNet(load_train_config("coarse", PIPELINES / "video-coarse.yaml").model)
@@ -136,7 +136,7 @@ def test_checkpoints_round_trip_and_runs_resume(runs, video_build, tmp_path):
     assert sidecar["kind"] == "refine" and cascade.refine is not None and cascade.enhance is None
     assert sidecar["features"]["speech"]["member"] == "mel.npy"
     batch = next(iter(frame_loader(video_build / "held.json", FrameConfig(size=64, resample=False), batch_size=2)))
-    from posetalk_models.generator import batch_inputs
+    from posetalk_models.nets.cascade import batch_inputs
 
     source, _, motion, speech, pose = batch_inputs(batch)
     again, _ = load_cascade(runs / "refine" / "step-00000200.safetensors")

@@ -1,0 +1,232 @@
+"""posetalk-generate: a talking-head video from one portrait and speech, in PoseTalk's three pose modes.
+
+  posetalk-generate --image portrait.jpg --audio speech.wav --generator runs/refine --out talk.mp4     # fixed pose
+  posetalk-generate ... --pose-from reference.mp4 --out talk.mp4                                     # a video's pose
+  posetalk-generate ... --pld runs/pld --prompt "nods, then turns left" --seed 3 --out talk.mp4     # generated pose
+
+posetalk-pose generate (the same module) writes the PLD's pose+gaze sequence alone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from posetalk_data.shards import sha256_file
+
+from posetalk_models.cli.common import check_device, fail, loading_run, run_folder, user_errors
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
+pose_app = typer.Typer(help="posetalk-pose: head pose and gaze sequences from a trained Pose Latent Diffusion run.",
+                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                       rich_markup_mode=None)
+
+AUDIO = typer.Option(..., "--audio", help="Speech: any audio or video file ffmpeg reads; sets the length (25 fps).")
+GUIDANCE = typer.Option(2.0, "--guidance", min=0.0, help="PLD classifier-free guidance; 0 = none.")
+STEPS = typer.Option(50, "--steps", min=1, help="PLD DDIM steps.")
+OVERLAP = typer.Option(None, "--overlap", min=0, help="Frames shared by neighbouring PLD windows (default: half).")
+SEED = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="The same seed gives the same generated pose.")
+SPEECH_WEIGHTS = typer.Option(None, "--speech-weights", help="Folder of the speech model the runs were trained with "
+                                                            "(else the HF cache).")
+TEXT_WEIGHTS = typer.Option(None, "--text-weights", help="File/folder of the PLD run's text encoder (else its "
+                                                        "package or cache).")
+DEVICE = typer.Option("cpu", "--device", help="cpu or cuda.")
+FORCE = typer.Option(False, "--force", help="Replace files at --out that this command did not write, or write into "
+                                            "a training run's folder (never over an input).")
+
+
+def pose_mode(text: str | None, mode: str | None) -> str:
+    mode = mode or ("both" if text else "audio")
+    if mode not in ("audio", "text", "both"):
+        fail(f"--mode {mode}: choose audio, text or both")
+    if mode in ("text", "both") and not text:
+        fail(f"PLD mode {mode} needs a prompt")
+    return mode
+
+
+def pld_poses(run: Path, samples: np.ndarray, n: int, text: str | None, mode: str, *, guidance: float, steps: int,
+              overlap: int | None, seed: int, speech_weights, text_weights, device: str, flag: str = "--pld"
+              ) -> tuple[np.ndarray, dict]:
+    """((n, C) pose+gaze sequence, the PLD run's sidecar), conditions computed with the run's recorded extractors."""
+    from posetalk_models.generate.pose import conditions, generate_poses
+    from posetalk_models.generate.pose import load_pld
+
+    with loading_run(run, flag):
+        pld, vae, sidecar = load_pld(run, device=device)
+    speech, emb, n = conditions(sidecar, None if mode == "text" else samples, text, n_frames=n,
+                                speech_weights=speech_weights, text_weights=text_weights)
+    if mode in ("audio", "both") and speech is None:
+        fail("the PLD run was trained without speech features: use --mode text")
+    if mode in ("text", "both") and emb is None:
+        fail("the PLD run was trained without text features: use --mode audio")
+    poses = generate_poses(pld, vae, sidecar["stats"], n, speech, emb, mode=mode, guidance=guidance, steps=steps,
+                           overlap=overlap, seed=seed)[0]
+    return poses, sidecar
+
+
+def speech_of(audio: Path) -> tuple[np.ndarray, int]:
+    """(16 kHz samples, frames at 25 fps = round(duration x 25)) of any file ffmpeg reads."""
+    from posetalk_models.generate.pose import audio_samples, frames_of
+
+    if not audio.is_file():
+        fail(f"--audio {audio}: no such file")
+    samples = audio_samples(audio)
+    return samples, frames_of(samples)
+
+
+@app.command()
+def generate(
+    image: Path = typer.Option(..., "--image", help="The portrait (a photo or painting with one face)."),
+    audio: Path = AUDIO,
+    generator: Path = typer.Option(..., "--generator", help="A video generator run (posetalk-train coarse, refine "
+                                                            "or enhance); every stage up to it is used."),
+    pose_from: Path = typer.Option(None, "--pose-from", help="Reference mode: copy this video's head pose and gaze "
+                                                             "(relative to the portrait's; looped or cut)."),
+    pld: Path = typer.Option(None, "--pld", help="Generated mode: a PLD run (posetalk-train pld) generates the pose "
+                                                 "from the speech and --prompt."),
+    prompt: str = typer.Option(None, "--prompt", help='Generated mode: a motion prompt, e.g. "nods slowly".'),
+    mode: str = typer.Option(None, "--mode", help="The PLD's conditions: audio, text or both (default: both with "
+                                                  "--prompt, else audio)."),
+    natural_motion: float = typer.Option(0.0, "--natural-motion", min=0.0, help="Fixed mode: add slow natural "
+                                                                                 "head motion of this std (deg)."),
+    enhance: bool = typer.Option(False, "--enhance", help="Also run the portrait enhancer (needs an enhance run)."),
+    seed: int = SEED, guidance: float = GUIDANCE, steps: int = STEPS, overlap: int = OVERLAP,
+    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE, force: bool = FORCE,
+    out: Path = typer.Option(..., "--out", help="OUT.mp4 (H.264, 25 fps, the audio muxed in); OUT.npy (the pose "
+                                                "and gaze used, frames x 10) and OUT.json (runs, weights hashes, "
+                                                "settings) beside it."),
+) -> None:
+    """A talking-head video of the portrait saying the audio: exactly round(duration x 25) frames, lip motion from
+    the speech, head pose and gaze fixed (default), from --pose-from, or generated with --pld [--prompt]."""
+    from posetalk_models.generate import drive
+    from posetalk_models.data.windows import CHANNELS
+    from posetalk_models.generate.faces import extraction_config, face_tracks, image_frame, portrait
+    from posetalk_models.generate.pose import run_speech_backend
+    from posetalk_models.generate.talk import load_generator
+    from posetalk_models.generate.outputs import check_outputs, published
+
+    # everything that can be checked without the models is checked first: paths, kinds, the device, the image
+    if pose_from and pld:
+        fail("--pose-from and --pld are two pose modes: give one")
+    if prompt and not pld:
+        fail("--prompt needs --pld RUN (the pose generator)")
+    if out.suffix.lower() != ".mp4":
+        fail(f"--out {out}: the video is an .mp4 file")
+    for path, flag in ((image, "--image"), (audio, "--audio"), (pose_from, "--pose-from")):
+        if path is not None and not path.is_file():
+            fail(f"{flag} {path}: no such file")
+    check_device(device)
+    mode = pose_mode(prompt, mode) if pld else None
+    mode_name = "reference" if pose_from else "generated" if pld else "fixed"
+    outputs = [out, out.with_suffix(".npy"), out.with_suffix(".json")]
+    with user_errors():
+        check_outputs(outputs, outputs[-1], "posetalk-generate", {
+            "--image": image, "--audio": audio, "--pose-from": pose_from, "--generator": run_folder(generator),
+            "--pld": run_folder(pld), "--speech-weights": speech_weights and Path(speech_weights),
+            "--text-weights": text_weights and Path(text_weights)}, force=force)
+        image_frame(image)                       # readable, not too large: before any model is loaded
+        samples, n = speech_of(audio)
+        if n < 1:
+            fail(f"--audio {audio}: shorter than one video frame (40 ms)")
+        with loading_run(generator, "--generator"):
+            gen = load_generator(generator, device=device)
+        cascade, sidecar = gen.cascade, gen.sidecar
+        stage = cascade.output_stage(enhance, generator)      # an --enhance without an enhancer: refused here
+        face = portrait(image, sidecar.get("pipeline"))
+        info = {"command": "posetalk-generate", "mode": mode_name, "audio": str(audio), "image": str(image),
+                "frames": n, "fps": 25, "seed": seed, "channels": list(CHANNELS),
+                "portrait_pose": face.angles()[0].round(3).tolist()}
+        if pose_from:
+            track = face_tracks(pose_from, extraction_config(sidecar.get("pipeline"), single_face=False))[0]
+            motion = drive.reference(face, track, n)
+            info["reference"] = {"video": str(pose_from), "frames": len(track.frames)}
+        elif pld:
+            poses, pld_sidecar = pld_poses(pld, samples, n, prompt, mode, guidance=guidance, steps=steps,
+                                           overlap=overlap, seed=seed, speech_weights=speech_weights,
+                                           text_weights=text_weights, device=device)
+            motion = drive.generated(face, poses)
+            info["pld"] = {"run": str(pld), "step": pld_sidecar["step"], "mode": mode, "prompt": prompt,
+                           "guidance": guidance, "steps": steps}
+        else:
+            motion = drive.fixed(face, n, natural_deg=natural_motion, seed=seed)
+            info["natural_motion_deg"] = natural_motion
+        data = sidecar["config"]["data"]
+        speech = None
+        if data.get("speech"):
+            speech = run_speech_backend(sidecar, speech_weights).features(samples, n).astype(np.float32)
+        info["generator"] = {"run": str(generator), "kind": sidecar["kind"], "step": sidecar["step"], "stage": stage,
+                             "size": cascade.size,
+                             "sha256": {p.name: sha256_file(p) for p in cascade.weight_files}}
+        with published(outputs) as temp:
+            write_outputs(gen, face, motion, speech, enhance, audio, temp[out])
+            np.save(temp[outputs[1]], motion)
+            temp[outputs[2]].write_text(json.dumps(info, indent=1) + "\n")
+    typer.echo(f"{out}: {n} frames ({n / 25:.2f} s), {mode_name} pose, {stage} stage, {cascade.size} px")
+
+
+def write_outputs(generator, face, motion: np.ndarray, speech: np.ndarray | None, enhance: bool, audio: Path,
+                  video: Path) -> None:
+    """Render every frame (with a progress bar) and encode them with the audio into `video`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from posetalk_models.generate.render import write_video
+    from posetalk_models.generate.talk import talk
+
+    with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task("frames", total=len(motion))
+        result = talk(face.frames[0], face.angles()[0], motion, speech, generator, enhance=enhance,
+                      progress=lambda k: bar.advance(task, k))
+    write_video(result.frames, video, audio)
+
+
+@pose_app.callback()
+def pose_main() -> None:
+    """Pose generation from speech and/or a motion prompt (the paper's audio-only, text-only and text+audio)."""
+
+
+@pose_app.command("generate")
+def pose_generate(
+    run: Path = typer.Option(..., "--run", help="PLD run folder (from `posetalk-train pld`)."),
+    audio: Path = AUDIO,
+    text: str = typer.Option(None, "--text", help='Motion prompt, e.g. "turns left, then nods".'),
+    mode: str = typer.Option(None, "--mode", help="audio, text or both (default: both with --text, else audio)."),
+    guidance: float = GUIDANCE, steps: int = STEPS, overlap: int = OVERLAP, seed: int = SEED,
+    out: Path = typer.Option(..., "--out", help="poses.npy: (frames, channels) float32 (.npy is added if missing); "
+                                                "a .json with the channel names and settings and a .png plot are "
+                                                "written beside it."),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the yaw/pitch/roll and gaze plot."),
+    speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE, force: bool = FORCE,
+) -> None:
+    """Generate a pose+gaze sequence as long as the audio; features are computed with the run's recorded
+    extractors and a mismatch is refused."""
+    from posetalk_models.data.windows import CHANNELS
+    from posetalk_models.generate.pose import plot_poses
+    from posetalk_models.generate.outputs import check_outputs, published
+
+    mode = pose_mode(text, mode)
+    check_device(device)
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")   # what np.save would write anyway
+    outputs = [out, *([out.with_suffix(".png")] if plot else []), out.with_suffix(".json")]
+    with user_errors():
+        check_outputs(outputs, outputs[-1], "posetalk-pose generate", {
+            "--run": run_folder(run), "--audio": audio, "--speech-weights": speech_weights and Path(speech_weights),
+            "--text-weights": text_weights and Path(text_weights)}, force=force)
+        samples, n = speech_of(audio)
+        poses, sidecar = pld_poses(run, samples, n, text, mode, guidance=guidance, steps=steps, overlap=overlap,
+                                   seed=seed, speech_weights=speech_weights, text_weights=text_weights, device=device,
+                                   flag="--run")
+        info = {"command": "posetalk-pose generate", "channels": list(CHANNELS[:poses.shape[1]]), "fps": 25,
+                "frames": int(len(poses)), "mode": mode, "text": text, "audio": str(audio), "guidance": guidance,
+                "steps": steps, "seed": seed, "run": str(run), "checkpoint_step": sidecar["step"],
+                "units": "degrees; dx, dy in face scales and dlog_s relative to the first frame"}
+        with published(outputs) as temp:
+            np.save(temp[out], poses.astype(np.float32))
+            if plot:
+                plot_poses(poses, temp[out.with_suffix(".png")], f"{mode}: {text or audio.name}")
+            temp[out.with_suffix(".json")].write_text(json.dumps(info, indent=1) + "\n")
+    typer.echo(f"{out}: {len(poses)} frames ({len(poses) / 25:.1f} s), mode {mode}, guidance {guidance}")
+    if plot:
+        typer.echo(out.with_suffix(".png"))
