@@ -12,7 +12,7 @@ from posetalk_models.data.windows import loader, normalise, pose_stats
 from posetalk_models.evaluate.pose import recon_error_deg
 from posetalk_models.checkpoints import check_resume, last_checkpoint, run_record
 from posetalk_models.train.loop import manifest_batches, pick_device, train
-from posetalk_models.nets.vae import PoseVAE, PoseVAEConfig
+from posetalk_models.nets.vae import PoseVAE
 
 
 class VAEObjective(nn.Module):

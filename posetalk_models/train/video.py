@@ -26,7 +26,7 @@ from posetalk_models.nets.cascade import Cascade, batch_inputs, build_stage
 from posetalk_models.runs import KINDS
 from posetalk_models.train.losses import (Perceptual, feature_matching, lip_share, lsgan_discriminator, lsgan_generator, masked_l1, psnr,
                      pyramid_l1, ssim)
-from posetalk_models.nets.syncnet import SyncExpert, SyncExpertConfig
+from posetalk_models.nets.syncnet import SyncExpert
 from posetalk_models.checkpoints import copy_stage, run_record
 from posetalk_models.train.loop import manifest_batches, pick_device, train
 
