@@ -57,12 +57,11 @@ def prep() -> None:
 
 def stage_run(stage: str, manifest: Path, held: Path, out: Path, seconds: float, extra: list[str], **kw) -> dict:
     """Train a stage for about `seconds` (speed measured over its first 20 steps); its figures."""
-    from posetalk_data.config import PIPELINES
     from posetalk_models.train import video as train_video
-    from posetalk_models.train.config import SHIPPED, load_train_config
+    from posetalk_models.train.config import load_train_config, shipped
 
     def config(steps: int):
-        return load_train_config(stage, PIPELINES / f"{SHIPPED[stage]}.yaml", [
+        return load_train_config(stage, shipped(stage), [
             "loss.perceptual=0", f"loop.max_steps={steps}", f"loop.ckpt_every={steps}", "loop.log_every=10",
             "loop.progress=false", "loop.num_workers=8", *extra])
 

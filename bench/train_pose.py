@@ -48,11 +48,10 @@ def build_input(work: Path) -> Path:
 
 def configs(overrides: list[str]):
     """(VAE config, PLD config) at the default model size, with the PLD's speech/text resolved later."""
-    from posetalk_data.config import PIPELINES
-    from posetalk_models.train.config import load_train_config
+    from posetalk_models.train.config import load_train_config, shipped
 
-    return (load_train_config("vae", PIPELINES / "pose-vae.yaml", overrides),
-            load_train_config("pld", PIPELINES / "pose-pld.yaml", overrides))
+    return (load_train_config("vae", shipped("vae"), overrides),
+            load_train_config("pld", shipped("pld"), overrides))
 
 
 def loader_windows_per_s(manifest: Path, data, batch_size: int, workers: int, batches: int) -> float:

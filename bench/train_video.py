@@ -1,5 +1,5 @@
 """Is the frame loader fast enough to keep the video generator's training busy? Loader frames/s against training
-frames/s at PoseTalk's size (the shipped posetalk_data/pipelines/video-*.yaml: 256 px, batch 16), measured in one run.
+frames/s at PoseTalk's size (the shipped posetalk_models/train/configs/video-*.yaml: 256 px, batch 16), measured in one run.
 
 input    : a real build of four sample clips at 256 px crops (two GRID, two LivePortrait clips), made once in --work
            and reused (the build resumes)
@@ -51,10 +51,9 @@ def build_input(work: Path, size: int) -> Path:
 
 
 def config(stage: str, overrides: list[str]):
-    from posetalk_data.config import PIPELINES
-    from posetalk_models.train.config import SHIPPED, load_train_config
+    from posetalk_models.train.config import load_train_config, shipped
 
-    return load_train_config(stage, PIPELINES / f"{SHIPPED[stage]}.yaml", ["loss.vgg_weights=random", *overrides])
+    return load_train_config(stage, shipped(stage), ["loss.vgg_weights=random", *overrides])
 
 
 def loader_frames_per_s(manifest: Path, data, batch_size: int, workers: int, batches: int) -> float:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import yaml
 
-from .schema import MEMBERS
-from .shards import QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS
+from .schema import MEMBERS, QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS
 
 FLOAT, INT, TEXT, FLAG = "float64", "int64", "string", "bool"
 

@@ -83,4 +83,13 @@ def sample_key(source: str, video_id: str, start: float, end: float) -> str:
     digest = hashlib.sha1(f"{source}\0{video_id}\0{start:.3f}\0{end:.3f}".encode()).hexdigest()[:10]
     return f"{source}_{slug}_{round(start * 1000):08d}_{round(end * 1000):08d}_{digest}"
 
-
+# meta.json quality figures that are also columns of samples.parquet (and features of the dataset card)
+QUALITY_COLUMNS = ["face_present_fraction", "landmark_confidence", "landmarks_found_fraction", "pose_fit_rms",
+                   "yaw_range", "pitch_range", "roll_range", "face_size_px", "crop_source_px", "audio_dbfs",
+                   "crop_padded_fraction", "crop_scale_effective",
+                   # gaze consistency (posetalk_data.gaze.consistency) and shut eyes (README: gaze)
+                   "gaze_lr_yaw_r", "gaze_lr_pitch_r", "gaze_lr_yaw_diff", "gaze_yaw_range", "gaze_mouth_r",
+                   "gaze_head_yaw_r", "gaze_vergence_offset", "eyes_closed_fraction",
+                   # audio-video offset (stages/sync.py; positive: the audio is late), frames at 25 fps
+                   "av_offset_frames", "av_sync_confidence", "av_shift_applied_frames"]
+QUALITY_TEXT_COLUMNS = ["av_sync_method"]

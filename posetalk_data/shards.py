@@ -22,18 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import storage
-from .schema import MEMBERS, SCHEMA_VERSION, ClipRecord, VideoSpec
+from .schema import QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS, MEMBERS, SCHEMA_VERSION, ClipRecord, VideoSpec
 
 SHARD_PREFIX = "posetalk"
-QUALITY_COLUMNS = ["face_present_fraction", "landmark_confidence", "landmarks_found_fraction", "pose_fit_rms",
-                   "yaw_range", "pitch_range", "roll_range", "face_size_px", "crop_source_px", "audio_dbfs",
-                   "crop_padded_fraction", "crop_scale_effective",
-                   # gaze consistency (posetalk_data.gaze.consistency) and shut eyes (README: gaze)
-                   "gaze_lr_yaw_r", "gaze_lr_pitch_r", "gaze_lr_yaw_diff", "gaze_yaw_range", "gaze_mouth_r",
-                   "gaze_head_yaw_r", "gaze_vergence_offset", "eyes_closed_fraction",
-                   # audio-video offset (stages/sync.py; positive: the audio is late), frames at 25 fps
-                   "av_offset_frames", "av_sync_confidence", "av_shift_applied_frames"]
-QUALITY_TEXT_COLUMNS = ["av_sync_method"]
 SAMPLES_SCHEMA = pa.schema(
     [("key", pa.string()), ("shard", pa.string()), ("source", pa.string()), ("video_id", pa.string()),
      ("source_path", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("frames", pa.int32()),

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posetalk_models.train.config import load_train_config
+from posetalk_models.train.config import load_train_config, shipped
 from posetalk_models.data.frames import TOPOLOGIES, FrameConfig, decode_frames, frame_loader, masks
 from posetalk_models.runs import load_cascade
 from posetalk_models.data.stream import npy
@@ -95,13 +95,12 @@ def test_fresh_stages_change_nothing():
 
 
 def test_the_paper_size_builds_with_the_expected_parameter_counts():
-    from posetalk_data.config import PIPELINES
     from posetalk_models.nets.coarsenet import CoarseNet
     from posetalk_models.nets.refinenet import RefineNet
 
     count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6   # noqa: E731
-    coarse = CoarseNet(load_train_config("coarse", PIPELINES / "video-coarse.yaml").model)
-    refine = RefineNet(load_train_config("refine", PIPELINES / "video-refine.yaml").model)
+    coarse = CoarseNet(load_train_config("coarse", shipped("coarse")).model)
+    refine = RefineNet(load_train_config("refine", shipped("refine")).model)
     assert 5 < count(coarse) < 40 and 5 < count(refine) < 40, (count(coarse), count(refine))
     with torch.no_grad():     # the 256 px shapes go through
         out = coarse(torch.zeros(1, 3, 256, 256), torch.zeros(1, 5, 10), torch.zeros(1, 7), torch.zeros(1, 5, 80))
