@@ -319,7 +319,6 @@ def mp4_frames(data: bytes, indices: list[int] | None = None, size: int | None =
     """(n, h, w, 3) uint8 RGB frames of a video held in memory (a shard's video.mp4): all, or `indices` (each
     decoded once, in stream order). `size`: resized to size x size after decoding at the stored size (decord's
     own scaling fails at some sizes, e.g. 48 px)."""
-    import cv2
     import decord
 
     reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
@@ -327,10 +326,17 @@ def mp4_frames(data: bytes, indices: list[int] | None = None, size: int | None =
     frames = reader.get_batch(wanted).asnumpy()
     if indices is not None:
         frames = frames[np.searchsorted(wanted, indices)]
-    if size is not None and frames.shape[1:3] != (size, size):
-        interp = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_CUBIC
-        frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
-    return frames
+    return frames if size is None else resize_frames(frames, size)
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) -> (T, size, size, 3): area averaging down, bicubic up; the frames themselves at their size."""
+    import cv2
+
+    if frames.shape[1:3] == (size, size):
+        return frames
+    interpolation = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (size, size), interpolation=interpolation) for f in frames])
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

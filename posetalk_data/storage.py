@@ -247,13 +247,6 @@ def write_json(path, data, *, indent: int | None = 1, sort_keys: bool = True):
     return write_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys))
 
 
-def same(a, b) -> bool:
-    """Two locations name the same file (local paths resolved)."""
-    if is_url(a) or is_url(b):
-        return str(a).rstrip("/") == str(b).rstrip("/")
-    return local(a).resolve() == local(b).resolve()
-
-
 def key(loc) -> str:
     """A location as a comparable string (a local path resolved)."""
     return str(loc).rstrip("/") if is_url(loc) else str(local(loc).resolve())
@@ -288,16 +281,12 @@ def download(loc, dest: Path) -> Path:
     return dest
 
 
-def sha256_stream(stream: BinaryIO) -> str:
+def sha256_of(loc) -> str:
     digest = hashlib.sha256()
-    with stream:
+    with open_read(loc) as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_of(loc) -> str:
-    return sha256_stream(open_read(loc))
 
 
 def signature(loc) -> tuple:

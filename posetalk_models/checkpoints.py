@@ -126,7 +126,7 @@ def _check_same_stage(run_dir: Path, copy: Path, copied: dict, source: tuple[Pat
                         f"{'; '.join(diffs[:6])}{' ...' if len(diffs) > 6 else ''}. To go on, {step}")
 
 
-def _temporary(path: Path) -> Path:
+def temporary(path: Path) -> Path:
     """A name beside `path` for writing it before the rename; per process: DDP ranks may write one file at once."""
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
@@ -136,7 +136,7 @@ def save_weights(path: Path, model: nn.Module, sidecar: dict) -> Path:
     the sidecar first, the weights last, so a .safetensors under its own name always has its complete sidecar (a
     kill in between leaves a sidecar without weights, which no reader lists)."""
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights, side = _temporary(path), _temporary(path.with_suffix(".json"))
+    weights, side = temporary(path), temporary(path.with_suffix(".json"))
     save_file(state, str(weights), metadata={"posetalk": __version__})
     side.write_text(json.dumps({**sidecar, "posetalk_version": __version__}, indent=1))
     side.replace(path.with_suffix(".json"))
@@ -146,7 +146,7 @@ def save_weights(path: Path, model: nn.Module, sidecar: dict) -> Path:
 
 def save_state(path: Path, state: dict) -> None:
     """torch.save under a temporary name, then renamed: an optimiser state on disk is always complete."""
-    tmp = _temporary(path)
+    tmp = temporary(path)
     torch.save(state, tmp)
     tmp.replace(path)
 

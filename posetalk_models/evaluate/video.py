@@ -17,16 +17,14 @@ figure per row and per clip with the definitions; DIR/metrics.md the table; DIR/
 """
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from posetalk_data.media import read_wav
+from posetalk_data.media import flac_samples, mp4_frames, resize_frames
 from posetalk_data.reading import load_manifest, read_samples
 from posetalk_data.schema import VIDEO_FPS
 
@@ -64,36 +62,17 @@ def clips(manifest: str | Path, size: int, speech: str | None, limit: int | None
             return
         pose, gaze, landmarks = npy(sample["pose.npy"]), npy(sample["gaze.npy"]), npy(sample["landmarks.npy"])
         t = len(pose) if max_frames is None else min(len(pose), max_frames)
-        stored = stored_frames(sample["video.mp4"], t)
-        with tempfile.NamedTemporaryFile(suffix=".flac") as f:
-            f.write(sample["audio.flac"])
-            f.flush()
-            audio = read_wav(f.name)[: round(t / VIDEO_FPS * 16000)]
+        stored = mp4_frames(sample["video.mp4"], list(range(t)))    # at the stored size, resized below
+        audio = flac_samples(sample["audio.flac"])[: round(t / VIDEO_FPS * 16000)]
         features = npy(sample[f"{speech}.npy"]).astype(np.float32)[:t] if speech else None
-        yield Clip(key, stored[0], resized(stored, size), audio, crop_motion(pose, gaze, landmarks, 0)[:t], features)
-
-
-def stored_frames(video: bytes, n: int) -> np.ndarray:
-    """A clip's first n frames at the size they are stored (decord's scaling while decoding is wrong at some sizes,
-    e.g. 48 px: frames are resized afterwards, by `resized`)."""
-    import decord
-
-    return decord.VideoReader(io.BytesIO(video), num_threads=1).get_batch(list(range(n))).asnumpy()
-
-
-def resized(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) -> (T, size, size, 3): area averaging down, bicubic up; the frames themselves at their size."""
-    if frames.shape[1:3] == (size, size):
-        return frames
-    interpolation = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(f, (size, size), interpolation=interpolation) for f in frames])
+        yield Clip(key, stored[0], resize_frames(stored, size), audio, crop_motion(pose, gaze, landmarks, 0)[:t], features)
 
 
 def extract(frames: np.ndarray, pipeline: dict | None) -> FaceTrack | None:
     """posetalk's extractor on frames (upscaled to >= 256 px); None when it finds no face. A clip under a second is
     measured too: the shortest face span kept is half the clip, up to the builds' 1 s."""
     if frames.shape[1] < 256:
-        frames = resized(frames, 256)
+        frames = resize_frames(frames, 256)
     min_seconds = min(1.0, len(frames) / VIDEO_FPS / 2)
     with tempfile.TemporaryDirectory() as tmp:
         video = write_video(frames, Path(tmp) / "frames.mp4", crf=12)
@@ -209,7 +188,7 @@ def evaluate(manifest: str | Path, out_dir: str | Path, *, generator: str | Path
     for clip in clips(manifest, size, speech, limit, max_frames):
         rows = {"real": clip.real, "static": np.repeat(clip.real[:1], len(clip.real), 0)}
         if cascade is not None:
-            rows["model"] = resized(talk(clip.source, clip.motion[0, :7], clip.motion, clip.speech, gen,
+            rows["model"] = resize_frames(talk(clip.source, clip.motion[0, :7], clip.motion, clip.speech, gen,
                                          enhance=enhance).frames, size)
         for name, folder in videos.items():
             path = Path(folder) / f"{clip.key}.mp4"

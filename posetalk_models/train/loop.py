@@ -23,8 +23,8 @@ from torch import nn
 
 from posetalk_models.train.config import LoopConfig
 from posetalk_models.data.windows import loader
-from posetalk_models.checkpoints import (CheckpointError, check_resume, last_checkpoint, load_state, load_weights, save_checkpoint,
-                   save_state, save_weights)
+from posetalk_models.checkpoints import (CheckpointError, check_resume, last_checkpoint, load_state, load_weights,
+                                         save_checkpoint, save_state, save_weights, temporary)
 
 
 # ------------------------------------------------------------------ devices, precision, processes
@@ -103,7 +103,7 @@ class _Log:
         lines = path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if line.endswith("\n") and _step_of(line) is not None and _step_of(line) <= step]
         if kept != lines:
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            tmp = temporary(path)
             tmp.write_text("".join(kept))
             tmp.replace(path)
         return path
