@@ -2,14 +2,15 @@
 blinks are recoverable."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ffmpeg = pytest.importorskip("ffmpeg")
 pytest.importorskip("mediapipe")
 
 from posetalk_data import gaze as gz  # noqa: E402
@@ -35,9 +36,15 @@ def tracked(clips) -> dict[str, np.ndarray]:
 
 def decode(path: Path, size: int) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB frames."""
-    stream = ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
-    out, _ = stream.run(capture_stdout=True, quiet=True)
+    out = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
+                          "rgb24", "pipe:"], capture_output=True, check=True).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, size, size, 3)
+
+
+def ffprobe(path: Path) -> dict:
+    """ffprobe's streams and format of a file, as JSON."""
+    return json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",
+                                      "-show_format", str(path)], capture_output=True, check=True).stdout)
 
 
 def face_frame_landmarks(frames: np.ndarray) -> np.ndarray:
@@ -67,7 +74,7 @@ def test_clips_are_valid_media(clips):
     assert [c.name for c in clips] == ["astronaut_yaw", "grace_nod", "astronaut_tilt", "grace_mixed"]
     n = int(round(SECONDS * FPS))
     for clip in clips:
-        info = ffmpeg.probe(str(clip.video))
+        info = ffprobe(clip.video)
         video = [s for s in info["streams"] if s["codec_type"] == "video"]
         audio = [s for s in info["streams"] if s["codec_type"] == "audio"]
         assert len(video) == 1 and len(audio) == 1
