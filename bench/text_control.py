@@ -225,7 +225,7 @@ def write_dataset(out: Path, samples: dict[str, dict], versions: dict, layers: d
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from posetalk_data.schema import MEMBERS
+    from posetalk_data.pipeline import MEMBERS
     from posetalk_data.shards import SAMPLES_SCHEMA, write_tar
 
     (out / "shards").mkdir(parents=True, exist_ok=True)
@@ -239,7 +239,7 @@ def write_dataset(out: Path, samples: dict[str, dict], versions: dict, layers: d
     present = {name for m in samples.values() for name in m}
     manifest = {"format": "posetalk-shards", "schema_version": SCHEMA_VERSION, "source": SOURCE, "pipeline": None,
                 "versions": versions, "sources": [],
-                "members": {**{n: d for n, (d, _, _) in MEMBERS.items() if n in present}, **layers},
+                "members": {**{n: m.description for n, m in MEMBERS.items() if n in present}, **layers},
                 "counts": {"samples": len(rows), "shards": len(shards), "failures": 0, "videos": len(rows),
                            "hours": round(sum(r["duration"] for r in rows) / 3600, 4)},
                 "shards": shards, "tables": {"samples": "samples.parquet"}}
@@ -249,7 +249,7 @@ def write_dataset(out: Path, samples: dict[str, dict], versions: dict, layers: d
 
 def build_dataset(out: Path, clips: int, seed: int) -> Path:
     """Synthesise the clips, caption and embed them with the real extractors, write shards + manifest."""
-    from posetalk_data.schema import SPEECH_LAYER, TEXT_LAYER
+    from posetalk_data.stages.features import speech_layer, text_layer
     from posetalk_data.speech import speech_backend
     from posetalk_data.text_encoders import text_encoder
 
@@ -264,8 +264,9 @@ def build_dataset(out: Path, clips: int, seed: int) -> Path:
     versions = {m: json.dumps(x.versions(), sort_keys=True, default=str)
                 for m, x in ((speech.member_name, speech), (encoder.member_name, encoder))}
     versions["posetalk"] = "synthetic pose tracks (bench/text_control.py)"
-    layers = {speech.member_name: f"{SPEECH_LAYER[0]} ({speech.name}; from synthetic noise audio)",
-              encoder.member_name: f"{TEXT_LAYER[0]} ({encoder.name})"}
+    layers = {speech.member_name: speech_layer(speech.member_name, f"{speech.name}; from synthetic noise audio"
+                                               ).description,
+              encoder.member_name: text_layer(encoder.member_name, encoder.name).description}
     return write_dataset(out, samples, versions, layers)
 
 

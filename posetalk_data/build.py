@@ -168,7 +168,7 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
                     **({"start": s.start, "end": s.end} if s.start is not None else {})} for s in specs]
         header = {"source": source, "pipeline": recorded_config(cfg), "versions": versions}
         records = [written[g.index] if g.index in written else staging.record(g) for g in groups]
-        result.manifest = write_outputs(records, out, sources=sources, header=header, layers=processor.layers(),
+        result.manifest = write_outputs(records, out, sources=sources, header=header, members=processor.members(),
                                         skipped=skipped)
         result.seconds = time.perf_counter() - started
         write_timings(out, result)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import yaml
 
-from .schema import MEMBERS, QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS
+from .pipeline import MEMBERS
+from .schema import QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS
 
 FLOAT, INT, TEXT, FLAG = "float64", "int64", "string", "bool"
 
@@ -55,7 +56,7 @@ def member_feature(name: str) -> dict:
         return _struct(META)
     if name == "text.json":
         return _struct(TEXT_JSON)
-    spec = MEMBERS.get(name, (None, "float16[T,D]", True))[1]
+    spec = MEMBERS[name].dtype if name in MEMBERS else "float16[T,D]"
     if not name.endswith(".npy"):
         return _value("binary")             # video.mp4, audio.flac: the encoded bytes
     dtype, dims = spec.split("[", 1)

@@ -21,10 +21,9 @@ from . import storage
 from .config import PipelineConfig
 from .reading import ManifestError, load_manifest, open_shard, safe_samples, shard_location
 from .media import flac_samples, npy_bytes
-from .schema import SPEECH_LAYER, TEXT_LAYER
 from .shards import write_tar
 from .verify import shard_checksum
-from .stages.features import clip_text, make_speech_backend, make_text_encoder
+from .stages.features import clip_text, make_speech_backend, make_text_encoder, speech_layer, text_layer
 
 SPEECH_FEATURES = ("mel", "wav2vec2", "hubert")
 TEXT_FEATURES = ("clip", "minilm")
@@ -92,10 +91,10 @@ def extend(manifest_path: Path | str, features: list[str], cfg: PipelineConfig, 
         if progress:
             progress(shard["path"])
     for backend in speech:
-        manifest["members"][backend.member_name] = f"{SPEECH_LAYER[0]} ({backend.name})"
+        manifest["members"][backend.member_name] = speech_layer(backend.member_name, backend.name).description
         manifest["versions"][backend.member_name] = json.dumps(backend.versions(), sort_keys=True, default=str)
     for encoder in text:
-        manifest["members"][encoder.member_name] = f"{TEXT_LAYER[0]} ({encoder.name})"
+        manifest["members"][encoder.member_name] = text_layer(encoder.member_name, encoder.name).description
         manifest["versions"][encoder.member_name] = json.dumps(encoder.versions(), sort_keys=True, default=str)
     manifest["members"].setdefault("text.json", "the clip's motion prompts and where they came from")
     manifest.setdefault("extended", []).append({"features": features, "speech": cfg.speech.model_dump(mode="json"),

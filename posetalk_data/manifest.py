@@ -36,9 +36,6 @@ from .where import WhereError, compile_where
 
 # what changes the arrays (av_sync: the clip's audio, and so every speech feature)
 FEATURE_VERSIONS = ("face_detector", "face_mesh", "landmarks", "face_template", "gaze", "av_sync")
-LAYER_VERSIONS = {"video.mp4": ("face_detector", "ffmpeg"), "audio.flac": ("ffmpeg", "av_sync"),
-                  "landmarks.npy": ("face_mesh", "landmarks"), "pose.npy": ("face_mesh", "landmarks", "face_template"),
-                  "gaze.npy": ("face_mesh", "face_template", "gaze"), "meta.json": ("posetalk",)}
 
 
 # --- stats ------------------------------------------------------------------------------------------------------
@@ -53,6 +50,9 @@ def _describe(values: list) -> dict:
 
 
 def layers(manifest: dict) -> dict:
+    """Each member with what it holds and the versions that made it (as its stage declares them)."""
+    from .pipeline import LAYER_VERSIONS     # here: the stages' modules import OpenCV and SciPy (0.4 s)
+
     versions = manifest.get("versions", {})
     # feature layers (mel.npy, minilm.npy, ...) have their versions under their own member name
     return {member: {"description": desc, "versions": {k: versions[k] for k in LAYER_VERSIONS.get(member, (member,))

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from . import storage
 from .config import PipelineConfig
-from .schema import SPEECH_LAYER, TEXT_LAYER, VIDEO_FPS, ClipRecord, VideoSpec
+from .schema import VIDEO_FPS, ClipRecord, Member, VideoSpec
 from .stages.base import Resources, Stage
 from .stages.encode import EncodeStage
 from .stages.facetrack import FaceTrackStage
@@ -29,23 +29,32 @@ from .stages.quality import QualityStage
 from .stages.sync import SyncStage
 
 
+STAGES: tuple[type[Stage], ...] = (
+    ProbeStage,           # 1:1  ffprobe: streams, duration, fps, rotation
+    NormaliseStage,       # 1:1  16 kHz mono audio; video is 25 fps on read
+    FaceTrackStage,       # 1:N  one clip per face-continuous span in a shot: crop + mesh
+    LandmarksStage,       # 1:1  the mesh checked and gap-filled (+ FAN 68 if chosen)
+    HeadPoseStage,        # 1:1  yaw/pitch/roll, centre, scale; gaze
+    SyncStage,            # 1:1  the clip's audio, its offset to the lips corrected
+    PackStage,            # 1:1  crop bytes and FLAC as data
+    QualityStage,         # 1:1  figures and flags
+    # the model stages: in the model workers' pool when there is one (no file of the video worker needed)
+    SpeechStage,          # 1:1  speech features, T rows (mel / wav2vec 2.0 / HuBERT)
+    TextStage,            # 1:1  prompts (captions or from the pose) + embeddings
+    EncodeStage,          # 1:1  the members the stages above declare, as bytes; meta.json
+)
+# The sample's members whatever the config, in stage order: the schema (the feature layers, named after their
+# model, come on top: VideoProcessor.members).
+MEMBERS: dict[str, Member] = {m.name: m for stage in STAGES for m in stage.members}
+# member -> the manifest "versions" entries that determine its bytes (a feature layer's are under its own name)
+LAYER_VERSIONS: dict[str, tuple[str, ...]] = {name: m.versions for name, m in MEMBERS.items() if m.versions}
+
+
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
-    crop = cfg.facetrack
-    speech, text = SpeechStage(cfg.speech), TextStage(cfg.text)
-    return [
-        ProbeStage(cfg.normalise),                  # 1:1  ffprobe: streams, duration, fps, rotation
-        NormaliseStage(cfg.normalise),              # 1:1  16 kHz mono audio; video is 25 fps on read
-        FaceTrackStage(crop, cfg.cuts),             # 1:N  one clip per face-continuous span in a shot: crop + mesh
-        LandmarksStage(cfg.landmarks, crop.crop_scale),  # 1:1  the mesh checked and gap-filled (+ FAN 68 if chosen)
-        HeadPoseStage(cfg.pose, crop.crop_size),    # 1:1  yaw/pitch/roll, centre, scale; gaze
-        SyncStage(cfg.sync, cfg.quality.silence_dbfs),  # 1:1  the clip's audio, its offset to the lips corrected
-        PackStage(),                                # 1:1  crop bytes and FLAC as data
-        QualityStage(cfg.quality, crop.crop_size),  # 1:1  figures and flags
-        # the model stages: in the model workers' pool when there is one (no file of the video worker needed)
-        speech,                                     # 1:1  speech features, T rows (mel / wav2vec 2.0 / HuBERT)
-        text,                                       # 1:1  prompts (captions or from the pose) + embeddings
-        EncodeStage(crop.crop_size, speech.backend.member_name, text.encoder.member_name),  # 1:1  members as bytes
-    ]
+    stages: list[Stage] = []
+    for stage in STAGES:
+        stages.append(stage.from_config(cfg, stages))
+    return stages
 
 
 MODEL_STAGES = ("speech", "text", "encode")
@@ -133,12 +142,9 @@ class VideoProcessor:
             stage.setup()
         self._ready = True
 
-    def layers(self) -> dict[str, str]:
-        """Feature-layer members this pipeline writes, with what they hold (part "all" or "models")."""
-        speech = next(s for s in self.stages if isinstance(s, SpeechStage))
-        text = next(s for s in self.stages if isinstance(s, TextStage))
-        return {speech.backend.member_name: f"{SPEECH_LAYER[0]} ({speech.cfg.backend})",
-                text.encoder.member_name: f"{TEXT_LAYER[0]} ({text.cfg.encoder})"}
+    def members(self) -> dict[str, str]:
+        """The members this pipeline's samples hold, with what they hold (part "all")."""
+        return {m.name: m.description for stage in self.stages for m in stage.writes()}
 
     def versions(self, part: str = "all") -> dict[str, str]:
         """The versions of this processor's stages (of `part` of them)."""

@@ -1,4 +1,5 @@
-"""The sample schema, defined once: what a shard sample holds, and the records that flow between stages.
+"""The sample schema, defined once: what a shard sample's members are (`Member`, declared by the stage that writes
+each; posetalk_data.pipeline.MEMBERS lists them), and the records that flow between stages.
 
 A sample is one face clip. Its key is derived from (source, video id, start, end) so that a rebuild of the
 same input gives the same keys, whatever order the workers finish in.
@@ -15,24 +16,32 @@ SCHEMA_VERSION = "1"
 VIDEO_FPS = 25
 AUDIO_RATE = 16_000
 
-# member name -> (description, dtype, per-frame?) ; per-frame arrays have exactly T rows.
-MEMBERS: dict[str, tuple[str, str, bool]] = {
-    "video.mp4": ("square face crop, constant 25 fps, H.264, no audio", "mp4", False),
-    "audio.flac": ("the clip's audio, 16 kHz mono", "flac", False),
-    "pose.npy": ("yaw, pitch, roll (deg); face centre x, y and scale in source pixels", "float32[T,6]", True),
-    "gaze.npy": ("yaw, pitch (deg) of the image-left eye, then the image-right eye, eye-in-head; the clip's median "
-                 "left-right difference removed; frames with a shut eye filled in (meta quality.gaze_filled_spans)",
-                 "float32[T,4]", True),
-    "landmarks.npy": ("dense landmarks in crop coordinates, 0..1 (z in crop widths)", "float16[T,N,3]", True),
-    "text.json": ("the clip's motion prompts and where they came from (dataset captions or the pose track)",
-                  "json", False),
-    "meta.json": ("source, times, fps, sizes, crop box, quality figures (gaze consistency, shut-eye frame spans), "
-                  "flags, versions", "json", False),
-}
-# Feature layers: one member each, named after the model that made it (e.g. mel.npy, hubert.npy, minilm.npy,
-# clip_vit-b-32.npy), so builds with different models never share a member name.
-SPEECH_LAYER = ("speech features aligned to the video frames", "float16[T,D]", True)
-TEXT_LAYER = ("text embeddings, one row per prompt of text.json", "float16[P,D]", False)
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a sample, declared by the stage that writes it (`Stage.members`); posetalk_data.pipeline
+    collects them in stage order into the sample's member list, so the schema is the stages' declarations."""
+
+    name: str                        # file name in the sample: pose.npy, video.mp4, meta.json, ...
+    description: str                 # for people: the manifest's "members" and the dataset card
+    dtype: str                       # arrays: "float32[T,6]" (T: one row per video frame; verify checks it); else
+                                     # the format ("mp4", "flac", "json")
+    versions: tuple[str, ...] = ()   # the manifest "versions" entries that determine its bytes
+
+    @property
+    def stem(self) -> str:
+        """The record's array of a .npy member (ClipRecord.arrays keys per-frame arrays by member stem)."""
+        return self.name.removesuffix(".npy")
+
+    @property
+    def per_frame(self) -> bool:
+        """An array with exactly one row per video frame."""
+        return self.dtype.endswith("]") and self.dtype.split("[", 1)[1].startswith("T,")
+
+    @property
+    def array_dtype(self) -> str | None:
+        """numpy dtype of a .npy member (None for encoded media and JSON)."""
+        return self.dtype.split("[", 1)[0] if self.name.endswith(".npy") else None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import storage
-from .schema import QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS, MEMBERS, SCHEMA_VERSION, ClipRecord, VideoSpec
+from .schema import QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS, SCHEMA_VERSION, ClipRecord, VideoSpec
 
 SHARD_PREFIX = "posetalk"
 SAMPLES_SCHEMA = pa.schema(
@@ -235,9 +235,9 @@ def write_table(rows: list[dict], schema: pa.Schema, dest) -> None:
 
 
 def write_outputs(records: list[dict], out, *, sources: list[dict], header: dict,
-                  layers: dict[str, str] | None = None, skipped: list[dict] = ()) -> dict:
+                  members: dict[str, str], skipped: list[dict] = ()) -> dict:
     """samples.parquet, failures.parquet and manifest.json (written last) from the groups' records (in group
-    order); returns the manifest. `layers`: the feature-layer members (name -> description); `skipped`: failure
+    order); returns the manifest. `members`: what the samples hold (name -> description); `skipped`: failure
     rows for clips the source adapter left out before any processing."""
     shards = [r["shard"] for r in records if r["shard"]]
     rows = [row for r in records for row in r["rows"]]
@@ -248,7 +248,7 @@ def write_outputs(records: list[dict], out, *, sources: list[dict], header: dict
     write_table(failures, FAILURES_SCHEMA, storage.join(out, "failures.parquet"))
     manifest = {
         "format": "posetalk-shards", "schema_version": SCHEMA_VERSION, **header,
-        "members": {**{name: desc for name, (desc, _, _) in MEMBERS.items()}, **(layers or {})},
+        "members": members,
         "counts": {"samples": len(rows), "shards": len(shards),
                    "failures": sum(f.get("kind") != "span" for f in failures),   # videos and clips dropped
                    "videos": len(sources), "hours": round(sum(r["duration"] for r in rows) / 3600, 4)},

@@ -21,7 +21,7 @@ import numpy as np
 from . import storage
 from .reading import (URL, ManifestError, UnsafeShardError, load_manifest, open_shard, read_table, safe_samples,
                       shard_location)
-from .schema import MEMBERS
+from .pipeline import MEMBERS
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,10 @@ def check_sample(sample: dict[str, bytes]) -> list[tuple[str, str]]:
         frames = json.loads(sample["meta.json"])["frames"]
     except (KeyError, ValueError, TypeError) as err:
         return problems + [("members", f"meta.json unreadable or without frames: {err!r}")]
-    for name, (_, spec, _) in MEMBERS.items():
-        if not name.endswith(".npy") or name not in sample:
+    for name, member in MEMBERS.items():
+        if not member.array_dtype or name not in sample:
             continue
+        spec = member.dtype
         dtype, dims = re.fullmatch(r"(\w+)\[(.*)\]", spec).groups()
         try:
             arr = np.load(io.BytesIO(sample[name]), allow_pickle=False)

@@ -13,7 +13,7 @@ import webdataset as wds
 
 from posetalk_data.config import PIPELINES
 from posetalk_data.media import read_frames
-from posetalk_data.schema import MEMBERS
+from posetalk_data.pipeline import MEMBERS
 from posetalk_data.shards import sha256_file
 
 

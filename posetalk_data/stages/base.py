@@ -1,4 +1,5 @@
-"""The stage contract: config as fields, declared inputs/outputs/resources, models loaded once in setup().
+"""The stage contract: config as fields, declared inputs/outputs/resources and the sample members it writes, models
+loaded once in setup().
 
 Stages never import Ray; `posetalk_data.runner` decides where they run.
 """
@@ -9,7 +10,8 @@ import traceback
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..schema import ClipRecord
+from ..config import PipelineConfig
+from ..schema import ClipRecord, Member
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,16 @@ class Stage:
 
     name: ClassVar[str]
     resources: ClassVar[Resources] = Resources()
+    members: ClassVar[tuple[Member, ...]] = ()   # the sample members it writes whatever the config (the schema)
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        """The stage as the pipeline config sets it up; `before`: the stages that run before it."""
+        return cls()
+
+    def writes(self) -> tuple[Member, ...]:
+        """The members it writes in this configuration: `members`, and those named after a model (feature layers)."""
+        return self.members
 
     def inputs(self) -> list[str]:
         """Record fields (or arrays) this stage reads."""

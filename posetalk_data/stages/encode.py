@@ -1,5 +1,9 @@
 """Stage 8a, encode: turn a finished clip record into the sample's members (bytes), checking the schema.
 
+It encodes what the earlier stages declare they write (`Stage.writes`): a member `x.npy` from the record's array
+`x` (in its declared dtype; a per-frame one must have one row per video frame), `x.json` from the record's meta `x`,
+and anything else (the video and the FLAC) as the bytes the stage packed into `record.members`; then meta.json.
+
 The shards themselves are written by the driver (posetalk_data.shards), so that which shard a clip lands in
 depends only on its key, never on which worker finished first.
 """
@@ -9,11 +13,10 @@ import json
 
 import numpy as np
 
+from ..config import PipelineConfig
 from ..media import npy_bytes
-from ..schema import AUDIO_RATE, MEMBERS, SCHEMA_VERSION, VIDEO_FPS, ClipRecord
+from ..schema import AUDIO_RATE, SCHEMA_VERSION, VIDEO_FPS, ClipRecord, Member
 from .base import ClipFailure, Resources, Stage
-
-PER_FRAME = {"pose": np.float32, "gaze": np.float32, "landmarks": np.float16}
 
 
 def sample_meta(record: ClipRecord, frames: int, crop_size: int) -> dict:
@@ -34,13 +37,33 @@ def sample_meta(record: ClipRecord, frames: int, crop_size: int) -> dict:
     }
 
 
+def encoded(record: ClipRecord, member: Member, frames: int) -> bytes:
+    """One member's bytes from the record, as the stage that wrote it declared it."""
+    if member.array_dtype:
+        array = np.asarray(record.arrays[member.stem], dtype=member.array_dtype)
+        if member.per_frame and len(array) != frames:
+            raise ClipFailure(f"{member.stem} has {len(array)} rows for {frames} video frames")
+        if not np.isfinite(array).all():
+            raise ClipFailure(f"{member.stem} has non-finite values")
+        return npy_bytes(array)
+    if member.name.endswith(".json"):
+        return json.dumps(record.meta[member.name.removesuffix(".json")], indent=1, sort_keys=True).encode()
+    return record.members[member.name]
+
+
 class EncodeStage(Stage):
     name = "encode"
     resources = Resources(cpus=0.1)   # arrays to bytes
+    members = (Member("meta.json", "source, times, fps, sizes, crop box, quality figures (gaze consistency, shut-eye "
+                      "frame spans), flags, versions", "json", versions=("posetalk",)),)
 
-    def __init__(self, crop_size: int, speech_member: str, text_member: str):
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.facetrack.crop_size, [m for stage in before for m in stage.writes()])
+
+    def __init__(self, crop_size: int, earlier: list[Member]):
         self.crop_size = crop_size
-        self.layers = {speech_member: True, text_member: False}   # member -> per frame?
+        self.earlier = earlier      # the members the earlier stages write, encoded here
 
     def inputs(self) -> list[str]:
         return ["video_bytes", "flac", "crop_box", "pose", "gaze", "landmarks", "quality", "speech", "text",
@@ -51,22 +74,8 @@ class EncodeStage(Stage):
 
     def process(self, record: ClipRecord) -> ClipRecord:
         frames = len(record.arrays["crop_box"])
-        members = {name: record.members[name] for name in ("video.mp4", "audio.flac")}   # packed (stages/pack.py)
-        for name, dtype in PER_FRAME.items():
-            array = np.asarray(record.arrays[name], dtype=dtype)
-            if len(array) != frames:
-                raise ClipFailure(f"{name} has {len(array)} rows for {frames} video frames")
-            if not np.isfinite(array).all():
-                raise ClipFailure(f"{name} has non-finite values")
-            members[f"{name}.npy"] = npy_bytes(array)
-        for name, per_frame in self.layers.items():
-            array = np.asarray(record.arrays[name], dtype=np.float16)
-            if per_frame and len(array) != frames:
-                raise ClipFailure(f"{name} has {len(array)} rows for {frames} video frames")
-            members[name] = npy_bytes(array)
-        members["text.json"] = json.dumps(record.meta["text"], indent=1, sort_keys=True).encode()
+        members = {member.name: encoded(record, member, frames) for member in self.earlier}
         members["meta.json"] = json.dumps(sample_meta(record, frames, self.crop_size), indent=1,
                                           sort_keys=True).encode()
-        assert set(members) == set(MEMBERS) | set(self.layers), "schema and encoder disagree"   # a wiring bug
         record.members = members
         return record

@@ -22,7 +22,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from ..config import CutsConfig, FaceTrackConfig
+from ..config import CutsConfig, FaceTrackConfig, PipelineConfig
 from ..cuts import CutDetector, shots
 from ..media import VideoWriter
 from ..schema import VIDEO_FPS, ClipRecord
@@ -62,6 +62,10 @@ def tail(decoded: int, promised: int, end: float) -> list[tuple[int, int, str]]:
 class FaceTrackStage(Stage):
     name = "facetrack"
     resources = Resources(cpus=1)   # decode, detector and face mesh, single-threaded per worker
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.facetrack, cfg.cuts)
 
     def __init__(self, cfg: FaceTrackConfig, cuts: CutsConfig = CutsConfig()):
         self.cfg, self.cuts_cfg = cfg, cuts

@@ -9,12 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..config import SpeechConfig, TextConfig
+from ..config import PipelineConfig, SpeechConfig, TextConfig
 from ..motion_text import describe
-from ..schema import VIDEO_FPS, ClipRecord
+from ..schema import VIDEO_FPS, ClipRecord, Member
 from ..speech import SpeechBackend, speech_backend
 from ..text_encoders import TextEncoder, text_encoder
 from .base import Resources, Stage
+
+
+def speech_layer(member_name: str, model: str) -> Member:
+    """The speech-feature member of a backend (its versions are recorded under its own name)."""
+    return Member(member_name, f"speech features aligned to the video frames ({model})", "float16[T,D]",
+                  versions=(member_name,))
+
+
+def text_layer(member_name: str, model: str) -> Member:
+    """The text-embedding member of an encoder (its versions are recorded under its own name)."""
+    return Member(member_name, f"text embeddings, one row per prompt of text.json ({model})", "float16[P,D]",
+                  versions=(member_name,))
 
 
 def make_speech_backend(cfg: SpeechConfig) -> SpeechBackend:
@@ -43,15 +55,23 @@ class SpeechStage(Stage):
     name = "speech"
     resources = Resources(cpus=1)
 
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.speech)
+
     def __init__(self, cfg: SpeechConfig):
         self.cfg = cfg
         self.backend = make_speech_backend(cfg)   # cheap: weights load in setup()
+        self.layer = speech_layer(self.backend.member_name, cfg.backend)
 
     def inputs(self) -> list[str]:
         return ["clip_audio", "crop_box"]
 
     def outputs(self) -> list[str]:
         return ["speech"]
+
+    def writes(self) -> tuple[Member, ...]:
+        return (self.layer,)
 
     def check(self) -> None:
         self.backend.check()
@@ -64,23 +84,33 @@ class SpeechStage(Stage):
 
     def process(self, record: ClipRecord) -> ClipRecord:
         frames = len(record.arrays["crop_box"])
-        record.arrays[self.backend.member_name] = self.backend.features(record.arrays["clip_audio"], frames)
+        record.arrays[self.layer.stem] = self.backend.features(record.arrays["clip_audio"], frames)
         return record
 
 
 class TextStage(Stage):
     name = "text"
     resources = Resources(cpus=0.5)
+    members = (Member("text.json", "the clip's motion prompts and where they came from (dataset captions or the pose "
+                      "track)", "json"),)
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.text)
 
     def __init__(self, cfg: TextConfig):
         self.cfg = cfg
         self.encoder = make_text_encoder(cfg)
+        self.layer = text_layer(self.encoder.member_name, cfg.encoder)
 
     def inputs(self) -> list[str]:
         return ["pose"]
 
     def outputs(self) -> list[str]:
         return ["text", "text_embedding"]
+
+    def writes(self) -> tuple[Member, ...]:
+        return (*self.members, self.layer)
 
     def check(self) -> None:
         self.encoder.check()
@@ -94,5 +124,5 @@ class TextStage(Stage):
     def process(self, record: ClipRecord) -> ClipRecord:
         text = clip_text(record.key, record.arrays["pose"], record.spec.extra, self.cfg.prompts)
         record.meta["text"] = text
-        record.arrays[self.encoder.member_name] = self.encoder.encode(text["prompts"])
+        record.arrays[self.layer.stem] = self.encoder.encode(text["prompts"])
         return record

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import PoseConfig
+from ..config import PipelineConfig, PoseConfig
 from ..gaze import gaze_track, mouth_opening
 from ..geometry import (HeadPoseFit, fit_head_pose, landmarks_to_face_frame, load_face_template, rotation_to_euler,
                         smooth_zero_phase)
-from ..schema import VIDEO_FPS, ClipRecord
+from ..schema import VIDEO_FPS, ClipRecord, Member
 from .base import Resources, Stage
 
 
@@ -40,6 +40,17 @@ def pose_track(points: np.ndarray, crop_box: np.ndarray, crop_size: int, templat
 class HeadPoseStage(Stage):
     name = "headpose"
     resources = Resources(cpus=0.25)   # a few small linear-algebra ops per frame
+    members = (
+        Member("pose.npy", "yaw, pitch, roll (deg); face centre x, y and scale in source pixels", "float32[T,6]",
+               versions=("face_mesh", "landmarks", "face_template")),
+        Member("gaze.npy", "yaw, pitch (deg) of the image-left eye, then the image-right eye, eye-in-head; the clip's "
+               "median left-right difference removed; frames with a shut eye filled in (meta "
+               "quality.gaze_filled_spans)", "float32[T,4]", versions=("face_mesh", "face_template", "gaze")),
+    )
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.pose, cfg.facetrack.crop_size)
 
     def __init__(self, cfg: PoseConfig, crop_size: int):
         self.cfg = cfg

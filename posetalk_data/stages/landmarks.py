@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LandmarksConfig
+from ..config import LandmarksConfig, PipelineConfig
 from ..media import read_frames
-from ..schema import VIDEO_FPS, ClipRecord
+from ..schema import VIDEO_FPS, ClipRecord, Member
 from ..weights import WEIGHT_FILES, pull_command
 from .base import ClipFailure, Resources, Stage
 
@@ -91,6 +91,12 @@ class MeshTracker:
 class LandmarksStage(Stage):
     name = "landmarks"
     resources = Resources(cpus=1)
+    members = (Member("landmarks.npy", "dense landmarks in crop coordinates, 0..1 (z in crop widths)", "float16[T,N,3]",
+                      versions=("face_mesh", "landmarks")),)
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.landmarks, cfg.facetrack.crop_scale)
 
     def __init__(self, cfg: LandmarksConfig, crop_scale: float):
         self.cfg = cfg

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..config import NormaliseConfig
+from ..config import NormaliseConfig, PipelineConfig
 from ..media import MediaError, extract_audio, has_audio, read_frames
 from ..schema import ClipRecord
 from .base import ClipFailure, Resources, Stage
@@ -37,6 +37,10 @@ def audio_source(record: ClipRecord, wav_beside: bool) -> Path | None:
 class NormaliseStage(Stage):
     name = "normalise"
     resources = Resources(cpus=1)   # one ffmpeg audio decode/resample
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.normalise)
 
     def __init__(self, cfg: NormaliseConfig):
         self.cfg = cfg

@@ -8,13 +8,16 @@ model workers of posetalk_data.runner.WorkerPool.
 from __future__ import annotations
 
 from ..media import flac_bytes
-from ..schema import AUDIO_RATE, ClipRecord
+from ..schema import AUDIO_RATE, ClipRecord, Member
 from .base import Resources, Stage
 
 
 class PackStage(Stage):
     name = "pack"
     resources = Resources(cpus=0.5)   # one FLAC encode (in-process)
+    members = (Member("video.mp4", "square face crop, constant 25 fps, H.264, no audio", "mp4",
+                      versions=("face_detector", "ffmpeg")),
+               Member("audio.flac", "the clip's audio, 16 kHz mono", "flac", versions=("ffmpeg", "av_sync")))
 
     def inputs(self) -> list[str]:
         return ["video", "clip_audio"]

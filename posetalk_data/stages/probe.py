@@ -1,7 +1,7 @@
 """Stage 1, probe: read streams, duration, frame rate and rotation with ffprobe; reject what is not a video."""
 from __future__ import annotations
 
-from ..config import NormaliseConfig
+from ..config import NormaliseConfig, PipelineConfig
 from ..media import MediaError, probe
 from ..schema import ClipRecord
 from .base import ClipFailure, Resources, Stage
@@ -10,6 +10,10 @@ from .base import ClipFailure, Resources, Stage
 class ProbeStage(Stage):
     name = "probe"
     resources = Resources(cpus=0.1)   # one ffprobe call
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.normalise)
 
     def __init__(self, cfg: NormaliseConfig):
         self.cfg = cfg

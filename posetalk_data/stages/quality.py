@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import QualityConfig
+from ..config import PipelineConfig, QualityConfig
 from ..gaze import consistency, spans
 from ..schema import ClipRecord
 from .base import Resources, Stage
@@ -25,6 +25,10 @@ def spread(x: np.ndarray) -> float:
 class QualityStage(Stage):
     name = "quality"
     resources = Resources(cpus=0.25)
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.quality, cfg.facetrack.crop_size)
 
     def __init__(self, cfg: QualityConfig, crop_size: int):
         self.cfg = cfg

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import avsync
-from ..config import SyncConfig
+from ..config import PipelineConfig, SyncConfig
 from ..media import read_wav
 from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
 from .base import ClipFailure, Resources, Stage
@@ -36,6 +36,10 @@ def span(samples: np.ndarray, start: int, length: int) -> np.ndarray:
 class SyncStage(Stage):
     name = "sync"
     resources = Resources(cpus=0.25)   # one FFT per frame and a few dot products per lag
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, before: list[Stage]) -> Stage:
+        return cls(cfg.sync, cfg.quality.silence_dbfs)
 
     def __init__(self, cfg: SyncConfig, silence_dbfs: float):
         self.cfg = cfg
