@@ -13,6 +13,7 @@ from . import manifest as mf
 from . import storage
 from .cli_output import storage_errors
 from .reading import ManifestError, UnsafeShardError
+from .splits import SPLIT_FRACTIONS, SPLIT_SEED
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True)
@@ -104,12 +105,25 @@ def filter(manifest: str = typer.Argument(..., help="manifest.json or its build 
 
 @app.command()
 def split(manifest: str = typer.Argument(..., help="manifest.json or its build folder (path or URL)"),
-          seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
-          fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test fractions of samples."),
-          identity: str = typer.Option("video_id", "--identity", help="What must not cross splits: video_id, or a "
-                                                                      "regex over video_id (group 1 if any)."),
+          seed: str = typer.Option(SPLIT_SEED, "--seed", help="Same seed, same split. The default is the one the "
+                                                              "dataset adapters use for the samples' split column."),
+          fractions: str = typer.Option(",".join(f"{f:g}" for _, f in SPLIT_FRACTIONS), "--fractions",
+                                        help="train,val,test fractions, of identities: see below."),
+          identity: str = typer.Option("identity", "--identity", help="What must not cross splits: identity (the "
+                                       "samples' identity column, the person for hdtf, celebv-text and mead; the "
+                                       "video_id where a source names none), video_id, or a regex over video_id "
+                                       "(group 1 if any)."),
           out: Optional[str] = typer.Option(None, "--out", help="Folder for train.json, val.json, test.json.")) -> None:
-    """Identity-disjoint train/val/test manifests, reproducible by seed."""
+    """Identity-disjoint train/val/test manifests, reproducible by seed.
+
+    An identity's split is a hash of (seed, identity) alone, cut at the fractions (posetalk_data/splits.py).
+
+    It is the rule the dataset adapters write into the samples' split column: the defaults reproduce it exactly.
+
+    Adding clips or identities to a dataset never moves an existing identity to another split.
+
+    So the fractions hold approximately: per identity, not per sample, and with few identities they scatter.
+    """
     try:
         parts = tuple(float(f) for f in fractions.split(","))
     except ValueError:

@@ -32,6 +32,7 @@ import pyarrow as pa
 from . import storage
 from .reading import FORMAT, URL, ManifestError, load_manifest, read_samples, selection, shard_location
 from .shards import SAMPLES_SCHEMA, write_table
+from .splits import SPLIT_FRACTIONS, SPLIT_SEED, check_fractions, split_of
 from .where import WhereError, compile_where
 
 # what changes the arrays (av_sync: the clip's audio, and so every speech feature)
@@ -218,44 +219,50 @@ def filter_manifest(manifest_path: str | Path, where: str, out_path: str | Path)
     return _write_derived(out_path, kept, _header(manifest, [r for *_, rs in kept for r in rs]), derived)
 
 
-def _identity(identity: str) -> Callable[[str], str]:
+def _identity(identity: str) -> Callable[[dict], str]:
+    """A samples-table row's identity: its `identity` column (video_id where the source names none), its video_id,
+    or a regular expression over its video_id (group 1 if any)."""
+    if identity == "identity":
+        return lambda row: row.get("identity") or row["video_id"]
     if identity == "video_id":
-        return lambda vid: vid
+        return lambda row: row["video_id"]
     try:
         pattern = re.compile(identity)
     except re.error as err:
-        raise ManifestError(f"identity {identity!r} is neither 'video_id' nor a regular expression: {err}") from None
+        raise ManifestError(f"identity {identity!r} is neither 'identity', 'video_id' nor a regular expression: "
+                            f"{err}") from None
 
-    def group(vid: str) -> str:
-        m = pattern.search(vid)
+    def group(row: dict) -> str:
+        m = pattern.search(row["video_id"])
         if m is None:
-            raise ManifestError(f"identity pattern {identity!r} does not match video_id {vid!r}")
+            raise ManifestError(f"identity pattern {identity!r} does not match video_id {row['video_id']!r}")
         return m.group(1) if pattern.groups else m.group(0)
     return group
 
 
-def split_manifest(manifest_path: str | Path, out_dir: str | Path | None = None, *, seed: int,
-                   fractions: tuple[float, ...] = (0.8, 0.1, 0.1), names: tuple[str, ...] = ("train", "val", "test"),
-                   identity: str = "video_id") -> dict[str, list[str]]:
-    """Identity-disjoint splits written as <out_dir>/<name>.json (default: beside the manifest). Identities are
-    ordered by sha256(seed, identity) and laid along [0, 1) by sample count; each goes to the split whose fraction
-    interval holds its midpoint. The same seed and samples give the same split on any machine."""
-    if len(fractions) != len(names) or min(fractions) < 0 or sum(fractions) <= 0:
-        raise ManifestError(f"fractions {fractions} must be one non-negative number per split {names}")
+def split_manifest(manifest_path: str | Path, out_dir: str | Path | None = None, *, seed: str | int = SPLIT_SEED,
+                   fractions: tuple[float, ...] = tuple(f for _, f in SPLIT_FRACTIONS),
+                   names: tuple[str, ...] = tuple(n for n, _ in SPLIT_FRACTIONS),
+                   identity: str = "identity") -> dict[str, list[str]]:
+    """Identity-disjoint splits written as <out_dir>/<name>.json (default: beside the manifest). Each identity goes
+    where `splits.split_of(identity, seed, fractions)` puts it: the rule the dataset adapters write into the
+    samples' `split` column, so the default seed and fractions give exactly that column, and adding identities
+    never moves one. The fractions hold per identity, so only approximately per sample (posetalk_data.splits)."""
+    if len(fractions) != len(names):
+        raise ManifestError(f"fractions {fractions}: give one per split {names}")
+    try:
+        check_fractions(list(zip(names, fractions)))
+    except ValueError as err:
+        raise ManifestError(str(err)) from None
     manifest, base, parts = selection(manifest_path)
     ident = _identity(identity)
-    counts = Counter(ident(r["video_id"]) for _, rows in parts for r in rows)
-    order = sorted(counts, key=lambda i: hashlib.sha256(f"{seed}\0{i}".encode()).hexdigest())
-    bounds, total, done, assign = np.cumsum(fractions) / sum(fractions), sum(counts.values()), 0, {}
-    for i in order:
-        at = int(np.searchsorted(bounds, (done + counts[i] / 2) / total, side="right"))
-        assign[i], done = names[min(at, len(names) - 1)], done + counts[i]
+    assign = {i: split_of(i, seed, list(zip(names, fractions))) for i in {ident(r) for _, rows in parts for r in rows}}
     out_dir = storage.location(out_dir) if out_dir is not None else base
     for name in names:
         check_out(storage.join(out_dir, f"{name}.json"), [manifest_path])
     result = {}
     for name in names:
-        picked = [(base, entry, [r for r in rows if assign[ident(r["video_id"])] == name]) for entry, rows in parts]
+        picked = [(base, entry, [r for r in rows if assign[ident(r)] == name]) for entry, rows in parts]
         derived = {"op": "split", "seed": seed, "fractions": list(fractions), "names": list(names), "split": name,
                    "identity": identity, "inputs": [_origin(manifest_path)]}
         written = _write_derived(storage.join(out_dir, f"{name}.json"), picked,

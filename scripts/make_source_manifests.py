@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from posetalk_data.sources import celebv_text, hdtf, mead  # noqa: E402
-from posetalk_data.sources.base import SPLIT_FRACTIONS, SPLIT_SEED, split_of  # noqa: E402
+from posetalk_data.splits import SPLIT_FRACTIONS, SPLIT_SEED, split_of  # noqa: E402
 
 F, S, I = pa.float64(), pa.string(), pa.int64()
 BOX = [("crop_left", F), ("crop_top", F), ("crop_right", F), ("crop_bottom", F)]

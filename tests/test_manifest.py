@@ -17,6 +17,7 @@ from posetalk_data.reading import FORMAT, ManifestError, UnsafeShardError, load_
 from posetalk_data.rebuild import rebuild
 from posetalk_data.verify import verify
 from posetalk_data.shards import SAMPLES_SCHEMA
+from posetalk_data.splits import split_of
 
 GRID = ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg")
 
@@ -162,21 +163,27 @@ def test_filter_keeps_the_matching_keys_and_verifies(tiny, tmp_path):
 
 def test_split_of_the_build_verifies_and_is_stable(tiny, tmp_path):
     _, out = tiny
+    halves = [("train", 0.5), ("val", 0.5), ("test", 0.0)]
     first = split_manifest(out / "manifest.json", tmp_path / "a", seed=3, fractions=(0.5, 0.5, 0.0))
     again = split_manifest(out / "manifest.json", tmp_path / "b", seed=3, fractions=(0.5, 0.5, 0.0))
-    assert first == again and sorted(first["train"] + first["val"]) == sorted(keys_by_video(out).values())
-    assert len(first["train"]) == len(first["val"]) == 1 and first["test"] == []
+    assert first == again and first["test"] == []
+    # a folder build names no identity: each video is its own, split by the one rule
+    assert {name: sorted(keys) for name, keys in first.items()} == {
+        name: sorted(k for vid, k in keys_by_video(out).items() if split_of(vid, 3, halves) == name)
+        for name, _ in halves}
     for name in first:
         assert verify(tmp_path / "a" / f"{name}.json") == []
 
 
-def synthetic_manifest(folder: Path, speakers: int = 40, clips: int = 3) -> Path:
-    """A manifest and samples table with several clips per speaker (split never opens the shard)."""
+def synthetic_manifest(folder: Path, speakers: int = 40, clips: int = 3, *, identity: bool = False) -> Path:
+    """A manifest and samples table with several clips per speaker (split never opens the shard). identity: the
+    rows carry the speaker as their identity and its split as a dataset adapter writes them."""
     (folder / "shards").mkdir(parents=True)
     (folder / "shards" / "posetalk-000000.tar").write_bytes(b"")
     rows = [{"key": f"folder_s{s}_c{c}", "shard": "shards/posetalk-000000.tar", "source": "folder",
              "video_id": f"s{s}/clip{c}", "source_path": f"s{s}/clip{c}.mp4", "start": 0.0, "end": 3.0,
-             "frames": 75, "duration": 3.0, "flags": [], "silent": False}
+             "frames": 75, "duration": 3.0, "flags": [], "silent": False,
+             **({"identity": f"s{s}", "split": split_of(f"s{s}")} if identity else {})}
             for s in range(speakers) for c in range(clips)]
     pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), folder / "samples.parquet")
     manifest = {"format": FORMAT, "schema_version": "1", "tables": {"samples": "samples.parquet"},
@@ -195,7 +202,39 @@ def test_split_is_identity_disjoint_and_seeded(tmp_path):
     assert not (who["train"] & who["val"] or who["train"] & who["test"] or who["val"] & who["test"])
     assert sorted(k for keys in runs[0].values() for k in keys) == sorted(f"folder_s{s}_c{c}" for s in range(40)
                                                                           for c in range(3))
+    assert who == {name: {f"s{s}" for s in range(40) if split_of(f"s{s}", 7) == name} for name in who}
     assert 0.7 <= len(runs[0]["train"]) / 120 <= 0.9 and runs[0]["val"] and runs[0]["test"]
+
+
+def test_split_command_defaults_give_the_builds_own_split_column(tmp_path):
+    """`manifest split` with its defaults puts every sample where the dataset adapter's split_of did."""
+    from typer.testing import CliRunner
+
+    from posetalk_data.cli import app
+
+    path = synthetic_manifest(tmp_path / "syn", speakers=60, identity=True)
+    result = CliRunner().invoke(app, ["manifest", "split", str(path), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(tmp_path / "syn" / "samples.parquet").to_pylist()
+    for name in ("train", "val", "test"):
+        written = pq.read_table(tmp_path / "s" / f"{name}.samples.parquet").to_pylist()
+        assert written and {r["split"] for r in written} == {name}
+        assert f"{name}: {len(written)} samples" in result.output
+    assert sum(len(pq.read_table(tmp_path / "s" / f"{n}.samples.parquet")) for n in ("train", "val", "test")) \
+        == len(rows)
+
+
+def test_adding_identities_moves_none(tmp_path):
+    """A dataset that grows: the 40 speakers of the first split keep their splits when 25 more join."""
+    def who(manifest: Path, out: Path) -> dict[str, str]:
+        parts = split_manifest(manifest, out, seed=5, fractions=(0.6, 0.2, 0.2), identity=r"^(s\d+)/")
+        return {k.split("_")[1]: name for name, keys in parts.items() for k in keys}
+
+    small = who(synthetic_manifest(tmp_path / "small", speakers=40), tmp_path / "a")
+    grown = who(synthetic_manifest(tmp_path / "grown", speakers=65, clips=4), tmp_path / "b")
+    assert len(small) == 40 and len(grown) == 65
+    assert {s: grown[s] for s in small} == small
+    assert set(small.values()) == set(grown.values()) == {"train", "val", "test"}
 
 
 def test_merge_refuses_duplicates_and_version_mismatch_unless_asked(tiny, tmp_path):

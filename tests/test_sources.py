@@ -15,7 +15,8 @@ import pytest
 from conftest import link   # the `samples` fixture comes from conftest too
 from posetalk_data.schema import sample_key
 from posetalk_data.sources import celebv_text, hdtf, mead
-from posetalk_data.sources.base import SourceError, split_of
+from posetalk_data.sources.base import SourceError
+from posetalk_data.splits import split_of
 from posetalk_data.sources.inspect import inspect_source, render_inspection
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ built, or will be built with less than its metadata promised, gets a `Problem` r
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,8 +17,6 @@ from ..schema import VideoSpec
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm", ".avi", ".m4v", ".flv", ".ts", ".wmv", ".3gp"}   # every source
 AUDIO_SUFFIXES = {".m4a", ".wav", ".mp3", ".aac", ".flac", ".opus", ".ogg"}
-SPLIT_SEED = "posetalk-split-v1"
-SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 END_SLACK_S = 0.5          # same tolerance as the probe stage: containers often end a few frames early
 
 
@@ -137,19 +134,3 @@ def crop_hint(box: list[float], units: str, frame: tuple[int, int] | None, origi
     nd = 4 if units == "normalised" else 1
     return {"box": [round(float(v), nd) for v in box], "units": units,
             "frame": list(frame) if frame else None, "origin": origin}
-
-
-def split_of(identity: str, seed: str = SPLIT_SEED) -> str:
-    """train / val / test for an identity, from a hash of (seed, identity) only.
-
-    Depends on nothing else (not on the order or number of identities), so any lab gets the same split for the
-    same person, and adding clips or people never moves an existing one.
-    """
-    digest = hashlib.sha256(f"{seed}\0{identity}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2 ** 64
-    edge = 0.0
-    for name, fraction in SPLIT_FRACTIONS:
-        edge += fraction
-        if u < edge:
-            return name
-    return SPLIT_FRACTIONS[-1][0]

@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 from ..schema import VideoSpec
 from .base import (AUDIO_SUFFIXES, VIDEO_SUFFIXES, Problem, SourceError, SourceScan, box_problem, crop_hint,
-                   find_metadata, media_index, probe_many, rel, span_problem, split_of)
+                   find_metadata, media_index, probe_many, rel, span_problem)
+from ..splits import split_of
 
 TEXT_FOLDERS = {"action": ("action_dur",), "emotion": ("emotion",),
                 "appearance": ("face40_details_new", "face40_details"), "light_direction": ("light_dir",),

@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, urlparse
 
 from ..schema import VideoSpec
 from .base import (VIDEO_SUFFIXES, Problem, SourceScan, box_problem, crop_hint, find_metadata, media_index,
-                   probe_many, rel, span_problem, split_of)
+                   probe_many, rel, span_problem)
+from ..splits import split_of
 
 SUBSETS = ("RD", "WDA", "WRA")
 KINDS = ("video_url", "resolution", "annotion_time", "crop_wh", "crop_ratio")   # "annotion" sic, as shipped

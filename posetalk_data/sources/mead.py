@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..schema import VideoSpec
-from .base import Problem, SourceError, SourceScan, probe_many, rel, split_of
+from ..splits import split_of
+from .base import Problem, SourceError, SourceScan, probe_many, rel
 
 ACTOR = re.compile(r"^[MW]\d{3}$")
 LEVEL = re.compile(r"^level_(\d+)$")
