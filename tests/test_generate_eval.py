@@ -131,14 +131,14 @@ def evaluated(video_runs, video_build, tmp_path_factory):
 
 def test_real_against_itself_is_perfect_and_static_is_the_floor(evaluated, video_build):
     from posetalk_data.reading import read_samples
-    from posetalk_models.data.frames import decode_frames
+    from posetalk_data.media import mp4_frames
 
     out, result = evaluated
     rows = result["rows"]
     assert rows["real"]["ssim"] == 1 and rows["real"]["psnr"] == float("inf")
     assert rows["real"]["pose_error"] == rows["real"]["gaze_error"] == rows["real"]["mouth_open_error"] == 0
     key, sample = next(read_samples(video_build / "held.json"))
-    real = decode_frames(sample["video.mp4"], list(range(30)), 64).astype(np.float64) / 255
+    real = mp4_frames(sample["video.mp4"], list(range(30)), 64).astype(np.float64) / 255
     floor = 10 * np.log10(1 / ((real - real[:1]) ** 2).mean())         # the first frame repeated, computed here
     assert result["per_clip"][key]["static"]["psnr"] == pytest.approx(floor, rel=1e-4)
     assert rows["static"]["ssim"] < 1 and rows["static"]["pose_error"] > 0
@@ -162,13 +162,13 @@ def test_eval_cli_scores_other_methods_videos_and_weights_given_by_path(video_ru
 
     from posetalk_data.reading import read_samples
     from posetalk_models.cli.eval import app
-    from posetalk_models.data.frames import decode_frames
+    from posetalk_data.media import mp4_frames
     from posetalk_models.generate.render import write_video
     from posetalk_models.nets.syncnet_v2 import SyncNetV2
 
     key, sample = next(read_samples(video_build / "held.json"))
     other = tmp_path / "other"
-    write_video(np.repeat(decode_frames(sample["video.mp4"], [0], 64), 30, 0), other / f"{key}.mp4")
+    write_video(np.repeat(mp4_frames(sample["video.mp4"], [0], 64), 30, 0), other / f"{key}.mp4")
     torch.save(alexnet().state_dict(), tmp_path / "alexnet.pth")        # untrained: the code path, not a figure
     torch.save(SyncNetV2().state_dict(), tmp_path / "syncnet.pth")
     result = CliRunner().invoke(app, ["--manifest", str(video_build / "held.json"), "--out", str(tmp_path / "e"),

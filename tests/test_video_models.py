@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from posetalk_models.train.config import load_train_config, shipped
-from posetalk_models.data.frames import TOPOLOGIES, FrameConfig, decode_frames, frame_loader, masks
+from posetalk_data.media import mp4_frames
+from posetalk_models.data.frames import TOPOLOGIES, FrameConfig, frame_loader, masks
 from posetalk_models.runs import load_cascade
 from posetalk_models.data.stream import npy
 from posetalk_models.train.video import train_coarse
@@ -62,7 +63,7 @@ def test_masks_land_on_the_lips(video_build):
     for _, sample in read_samples(video_build / "manifest.json"):
         landmarks = npy(sample["landmarks.npy"]).astype(np.float32)
         idx = list(range(0, len(landmarks), 15))
-        frames = decode_frames(sample["video.mp4"], idx, 64).astype(np.float32)
+        frames = mp4_frames(sample["video.mp4"], idx, 64).astype(np.float32)
         for frame, i in zip(frames, idx):
             lips, lower = masks(landmarks[i], 64)
             contour = landmarks[i, list(TOPOLOGIES[478].lips), :2] * 64

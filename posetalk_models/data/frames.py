@@ -1,7 +1,8 @@
 """Frames for the video generator, cut from a manifest's clips by the shared shard stream (posetalk_models.data.stream).
 
-Each clip's `video.mp4` is decoded once, from the shard's bytes, scaled to the training size (decord), and several
-items are cut from it. A generator item is a source frame and T = `targets` consecutive target frames of the same
+Each clip's `video.mp4` is decoded once, from the shard's bytes, at its stored size and resized to the training
+size (posetalk_data.media.mp4_frames: decord's own scaling fails at some sizes), and several items are cut from
+it. A generator item is a source frame and T = `targets` consecutive target frames of the same
 clip, with what drives them:
 
   source           uint8 (3, S, S)
@@ -21,7 +22,6 @@ function (`crop_mouths`, differentiable) for the expert's data and for RefineNet
 """
 from __future__ import annotations
 
-import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ import torch
 from pydantic import Field
 
 from posetalk_data.config import Section
+from posetalk_data.media import mp4_frames
 from posetalk_data.reading import read_samples
 
 from posetalk_models.data.windows import DataConfig, resolve_features
@@ -127,15 +128,6 @@ def mouth_box(landmarks: np.ndarray, aspect: float) -> tuple[float, float, float
     return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
 
 
-def decode_frames(video: bytes, indices: list[int], size: int) -> np.ndarray:
-    """(len(indices), size, size, 3) uint8 RGB frames of an mp4 held in memory, scaled while decoding."""
-    import decord
-
-    reader = decord.VideoReader(io.BytesIO(video), width=size, height=size, num_threads=1)
-    wanted = sorted(set(indices))   # each frame decoded once, in stream order
-    return reader.get_batch(wanted).asnumpy()[np.searchsorted(wanted, indices)]
-
-
 def rows(array: np.ndarray, centre: int, width: int) -> np.ndarray:
     """`width` rows of `array` centred on `centre`, clamped at the ends."""
     idx = np.clip(np.arange(centre - width // 2, centre - width // 2 + width), 0, len(array) - 1)
@@ -157,7 +149,7 @@ def cut_pairs(cfg: FrameConfig) -> Cut:
         t = len(pose)
         picks = [(rng.randrange(t), np.minimum(rng.randrange(max(t - n + 1, 1)) + np.arange(n), t - 1))
                  for _ in range(cfg.samples_per_clip)]
-        frames = decode_frames(sample["video.mp4"], [int(i) for s, g in picks for i in (s, *g)], cfg.size)
+        frames = mp4_frames(sample["video.mp4"], [int(i) for s, g in picks for i in (s, *g)], cfg.size)
         items = []
         for k, (s, g) in enumerate(picks):
             motion = crop_motion(pose, gaze, landmarks, s)
@@ -202,7 +194,7 @@ def cut_sync(cfg: FrameConfig) -> Cut:
         # a negative's start needs speech at least sync_offset_min away on one side of it
         apart = [a for a in range(t - n + 1) if max(a, t - n - a) >= cfg.sync_offset_min]
         starts = [rng.randrange(t - n + 1) if k % 2 == 0 else rng.choice(apart) for k in range(cfg.samples_per_clip)]
-        frames = decode_frames(sample["video.mp4"], [s + i for s in starts for i in range(n)], cfg.size)
+        frames = mp4_frames(sample["video.mp4"], [s + i for s in starts for i in range(n)], cfg.size)
         boxes = torch.tensor([mouth_box(landmarks[s + i], cfg.mouth_size[1] / cfg.mouth_size[0])
                               for s in starts for i in range(n)], dtype=torch.float32)
         crops = crop_mouths(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), boxes, cfg.mouth_size)
