@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import inspection, storage
 from . import manifest as mf
-from . import storage
 from .cli_output import storage_errors
 from .reading import ManifestError, UnsafeShardError
 from .splits import SPLIT_FRACTIONS, SPLIT_SEED
@@ -65,7 +65,7 @@ def verify(manifest: str = typer.Argument(..., help="manifest.json or its build 
 def inspect(manifest: str = typer.Argument(..., help="manifest.json or its build folder (path or URL)"),
             as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON on stdout.")) -> None:
     """Counts, hours, flags, per-column distributions and feature layers with their model versions."""
-    stats = _guard(mf.stats, _path(manifest))
+    stats = _guard(inspection.stats, _path(manifest))
     if as_json:
         typer.echo(json.dumps(stats, indent=1, default=str))
         return
@@ -160,7 +160,7 @@ def _print_comparison(report: dict) -> bool:
 def compare(a: str = typer.Argument(..., help="First manifest or build folder."),
             b: str = typer.Argument(..., help="Second manifest or build folder.")) -> None:
     """Which samples two builds share, and which members differ (by sha256). Exit 1 when they differ."""
-    if _print_comparison(_guard(mf.compare, _path(a), _path(b))):
+    if _print_comparison(_guard(inspection.compare, _path(a), _path(b))):
         raise typer.Exit(1)
 
 

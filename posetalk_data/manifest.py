@@ -1,5 +1,6 @@
-"""Manifest tools over finished builds: stats, filter, split, merge and compare (they return data; the CLI prints
-it). Reading is `posetalk_data.reading`, verifying `posetalk_data.verify`, rebuilding `posetalk_data.rebuild`.
+"""Derived manifests over finished builds: filter, split and merge (they return data; the CLI prints it). Reading is
+`posetalk_data.reading`, verifying `posetalk_data.verify`, stats and compare `posetalk_data.inspection`, rebuilding
+`posetalk_data.rebuild`.
 
 Manifest format. Version 1 (what `build` writes; no "manifest_version" key): every sample of every listed shard
 belongs to the dataset. Version 2 ("manifest_version": 2, what filter/split/merge write): every shard entry also
@@ -26,11 +27,8 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-import numpy as np
-import pyarrow as pa
-
 from . import storage
-from .reading import FORMAT, URL, ManifestError, load_manifest, read_samples, selection, shard_location
+from .reading import FORMAT, URL, ManifestError, load_manifest, selection, shard_location
 from .shards import SAMPLES_SCHEMA, write_table
 from .splits import SPLIT_FRACTIONS, SPLIT_SEED, check_fractions, split_of
 from .where import WhereError, compile_where
@@ -38,47 +36,6 @@ from .where import WhereError, compile_where
 # what changes the arrays (av_sync: the clip's audio, and so every speech feature)
 FEATURE_VERSIONS = ("face_detector", "face_mesh", "landmarks", "face_template", "gaze", "av_sync")
 
-
-# --- stats ------------------------------------------------------------------------------------------------------
-
-def _describe(values: list) -> dict:
-    arr = np.array([v for v in values if v is not None], dtype=float)
-    if not arr.size:
-        return {"missing": len(values)}
-    q = map(float, np.percentile(arr, [0, 5, 50, 95, 100]))
-    return {**dict(zip(("min", "p05", "median", "p95", "max"), q)), "mean": float(arr.mean()),
-            "missing": len(values) - int(arr.size)}
-
-
-def layers(manifest: dict) -> dict:
-    """Each member with what it holds and the versions that made it (as its stage declares them)."""
-    from .pipeline import LAYER_VERSIONS     # here: the stages' modules import OpenCV and SciPy (0.4 s)
-
-    versions = manifest.get("versions", {})
-    # feature layers (mel.npy, minilm.npy, ...) have their versions under their own member name
-    return {member: {"description": desc, "versions": {k: versions[k] for k in LAYER_VERSIONS.get(member, (member,))
-                                                        if k in versions}}
-            for member, desc in manifest.get("members", {}).items()}
-
-
-def stats(manifest_path: str | Path) -> dict:
-    manifest, _, parts = selection(manifest_path)
-    rows = [r for _, rs in parts for r in rs]
-    numeric = [f.name for f in SAMPLES_SCHEMA if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
-    has_failures = "failures" in manifest.get("tables", {})     # derived manifests carry no failures table
-    return {"manifest_version": manifest.get("manifest_version", 1),
-            "counts": {"samples": len(rows), "shards": sum(1 for _, rs in parts if rs),
-                       "videos": len({r["video_id"] for r in rows}),
-                       "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
-                       "failures": manifest.get("counts", {}).get("failures") if has_failures else None},
-            "sources": dict(Counter(r["source"] for r in rows)),
-            "flags": dict(Counter(f for r in rows for f in r["flags"] or [])),
-            "silent": sum(bool(r["silent"]) for r in rows),
-            "columns": {c: _describe([r[c] for r in rows]) for c in numeric},
-            "layers": layers(manifest), "versions": manifest.get("versions", {}), "pipeline": manifest.get("pipeline")}
-
-
-# --- derived manifests: filter, split, merge --------------------------------------------------------------------
 
 def _place(base, entry: dict, out_dir) -> str:
     """The shard's path relative to out_dir; a shard outside it is linked (or copied) in, never referenced via '..'.
@@ -317,20 +274,3 @@ def merge_manifests(paths: list[str | Path], out_path: str | Path, *, on_duplica
     derived = {"op": "merge", "on_duplicate": on_duplicate, "duplicates_dropped": len(duplicates),
                "allow_version_mismatch": allow_version_mismatch, "inputs": [_origin(p) for p in paths]}
     return _write_derived(out_path, parts, header, derived)
-
-
-
-def member_hashes(manifest_path: str | Path) -> dict[str, dict[str, str]]:
-    return {key: {name: hashlib.sha256(data).hexdigest() for name, data in sample.items()}
-            for key, sample in read_samples(manifest_path)}
-
-
-def compare(manifest_a: str | Path, manifest_b: str | Path, *, only_keys_of_a: bool = False) -> dict:
-    """Keys only in one side, and per differing key the members whose bytes differ."""
-    a, b = member_hashes(manifest_a), member_hashes(manifest_b)
-    if only_keys_of_a:
-        b = {k: v for k, v in b.items() if k in a}
-    differing = {k: sorted(m for m in a[k].keys() | b[k].keys() if a[k].get(m) != b[k].get(m))
-                 for k in sorted(a.keys() & b.keys())}
-    return {"only_in_a": sorted(a.keys() - b.keys()), "only_in_b": sorted(b.keys() - a.keys()),
-            "differing": {k: v for k, v in differing.items() if v}, "same": sum(not v for v in differing.values())}

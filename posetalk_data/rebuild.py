@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .build import build
 from .config import PipelineConfig
-from .manifest import compare
+from .inspection import compare
 from .reading import ManifestError, check_relative, load_manifest
 from .schema import VideoSpec
 

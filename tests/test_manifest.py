@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posetalk_data.manifest import compare, filter_manifest, merge_manifests, split_manifest, stats
+from posetalk_data.inspection import compare, stats
+from posetalk_data.manifest import filter_manifest, merge_manifests, split_manifest
 from posetalk_data.reading import FORMAT, ManifestError, UnsafeShardError, load_manifest, safe_samples
 from posetalk_data.rebuild import rebuild
 from posetalk_data.verify import verify

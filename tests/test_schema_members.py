@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from posetalk_data.config import load_config
-from posetalk_data.manifest import layers
+from posetalk_data.inspection import layers
 from posetalk_data.pipeline import LAYER_VERSIONS, MEMBERS, STAGES, VideoProcessor
 from posetalk_data.reading import read_samples
 from posetalk_data.schema import ClipRecord, Member, VideoSpec
