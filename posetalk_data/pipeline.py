@@ -115,7 +115,11 @@ class VideoSummary:
 
 def fetch_source(spec: VideoSpec, workdir: Path) -> VideoSpec:
     """A video in an object store, downloaded into the worker's own temp folder (ffmpeg reads files; no node reads
-    another's disk), with the paired .wav beside it when the store has one. A local path is read where it is."""
+    another's disk), with the paired .wav beside it when the store has one, and its separate audio file when the
+    source names one (celebv-text's <clip>.m4a). A local path is read where it is."""
+    if storage.is_url(spec.audio_path or ""):
+        audio = storage.download(spec.audio_path, workdir / storage.name(spec.audio_path))   # its name is recorded
+        spec = dataclasses.replace(spec, audio_path=str(audio))
     if not storage.is_url(spec.path):
         return spec
     local = storage.download(spec.path, workdir / storage.name(spec.path))

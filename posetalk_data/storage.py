@@ -9,14 +9,16 @@ AWS_ACCESS_KEY_ID, ... or ~/.aws), fsspec's own config (FSSPEC_S3_ENDPOINT_URL, 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import tempfile
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 CRASH_ENV = "POSETALK_CRASH_AT"
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -279,6 +281,17 @@ def download(loc, dest: Path) -> Path:
     else:
         shutil.copyfile(local(loc), dest)
     return dest
+
+
+@contextlib.contextmanager
+def local_copy(loc) -> Iterator[Path]:
+    """A file as a local path for the block: a local one as it is, a store's downloaded into a temporary folder
+    under its own name (the suffix tells ffmpeg the format) and removed afterwards."""
+    if not is_url(loc):
+        yield local(loc)
+        return
+    with tempfile.TemporaryDirectory(prefix="posetalk_") as tmp:
+        yield download(loc, Path(tmp) / name(loc))
 
 
 def sha256_of(loc) -> str:

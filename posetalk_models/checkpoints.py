@@ -252,7 +252,7 @@ def resume_differences(saved: dict, now: dict) -> list[str]:
 def run_record(kind: str, cfg, manifest: str | Path) -> dict:
     """The part of every checkpoint sidecar that says what a run is: model kind, full config, training data."""
     return {"kind": kind, "config": cfg.model_dump(), "manifest": str(manifest),
-            "manifest_sha256": sha256_file(Path(manifest))}
+            "manifest_sha256": sha256_file(manifest)}      # a path or a URL (storage.sha256_of)
 
 
 def check_resume(run_dir: str | Path, sidecar: dict) -> None:

@@ -3,6 +3,7 @@ a kill -9 and a resume, and a two-node Ray cluster whose worker node runs in ano
 outputs must be byte for byte those of a local build."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from posetalk_data import storage
 from posetalk_data.cli import app
 from posetalk_data.storage import CRASH_ENV
 
-from conftest import link
+from conftest import TINY_POSE, link
 
 OVERRIDES = ["facetrack.crop_size=64", "write.videos_per_shard=1"]
 GRID = ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg")
@@ -89,6 +90,89 @@ def test_a_manifest_in_a_bucket_is_used_by_its_url(killed_and_resumed, local_bui
     assert reported.exit_code == 0 and storage.is_file(f"{out}/report.html"), reported.output
 
 
+def model_cli(module: str, *args) -> object:
+    app = {"train": "posetalk_models.cli.train", "generate": "posetalk_models.cli.generate"}[module]
+    return CliRunner().invoke(__import__(app, fromlist=["app"]).app, [str(a) for a in args])
+
+
+def test_training_streams_a_manifest_in_a_bucket_by_its_url(killed_and_resumed, local_build, tmp_path):
+    """posetalk-train from the s3:// manifest (its shards checked in full with --verify, then streamed from the
+    bucket) trains the very weights a training from the local build's manifest does; the run records the URL."""
+    from safetensors.torch import load_file
+
+    url = f"{killed_and_resumed[0]}/manifest.json"
+    sets = [x for o in (*TINY_POSE, "loop.tensorboard=false") for x in ("--set", o)]
+    runs = {}
+    for name, manifest in (("s3", url), ("local", local_build / "manifest.json")):
+        result = model_cli("train", "vae", "--tiny", "--manifest", manifest, "--out", tmp_path / name, "--max-steps",
+                           "2", "--verify", *sets)
+        assert result.exit_code == 0, result.output
+        runs[name] = tmp_path / name / "step-00000002.safetensors"
+    sidecar = json.loads(runs["s3"].with_suffix(".json").read_text())
+    assert sidecar["manifest"] == url and sidecar["manifest_sha256"] == storage.sha256_of(url)
+    s3, local = load_file(runs["s3"]), load_file(runs["local"])
+    assert s3.keys() == local.keys() and all((s3[k] == local[k]).all() for k in s3)
+    missing = model_cli("train", "vae", "--tiny", "--manifest", "s3://grid/builds/none/manifest.json", "--out",
+                        tmp_path / "none")
+    assert missing.exit_code == 2 and missing.output.strip() == \
+        "error: --manifest s3://grid/builds/none/manifest.json: no such file"
+    refused = model_cli("train", "vae", "--tiny", "--manifest", url, "--out", "s3://grid/runs/vae")
+    assert refused.exit_code == 2 and "give a local folder" in refused.output
+    assert not (Path("s3:") / "grid").exists()         # nothing written to a local folder named like the URL
+
+
+def test_generate_takes_its_reference_video_from_a_bucket(killed_and_resumed, grid_bucket, samples, tmp_path):
+    """A CoarseNet trained one step from the s3:// manifest (the video models' data path: frames decoded from the
+    store's shards), then posetalk-generate --pose-from s3://...: the reference is downloaded for the face tracker
+    and its pose copied."""
+    import numpy as np
+
+    from posetalk_models.generate.faces import extraction_config, face_tracks
+    from posetalk_models.runs import load_cascade
+
+    trained = model_cli("train", "coarse", "--tiny", "--manifest", f"{killed_and_resumed[0]}/manifest.json", "--out",
+                        tmp_path / "coarse", "--max-steps", "1", "--set", "loop.progress=false", "--set",
+                        "loop.tensorboard=false")
+    assert trained.exit_code == 0, trained.output
+    reference = f"{grid_bucket}/grid_bbaf2n.mpg"
+    base = ["--image", samples / "images" / "liveportrait_d19.jpg", "--audio", samples / "videos" / "grid_lbbc2a.mpg",
+            "--generator", tmp_path / "coarse"]
+    out = tmp_path / "talk.mp4"
+    result = model_cli("generate", *base, "--pose-from", reference, "--out", out)
+    assert result.exit_code == 0, result.output
+    info, motion = json.loads(out.with_suffix(".json").read_text()), np.load(out.with_suffix(".npy"))
+    pipeline = load_cascade(tmp_path / "coarse")[1]["pipeline"]
+    track = face_tracks(samples / "videos" / "grid_bbaf2n.mpg", extraction_config(pipeline, single_face=False))[0]
+    assert info["mode"] == "reference" and info["reference"] == {"video": reference, "frames": len(track.frames)}
+    n = min(len(track.frames), len(motion))
+    assert np.allclose(motion[:n, :7] - motion[0, :7], track.angles()[:n] - track.angles()[0], atol=1e-3)
+    missing = model_cli("generate", *base, "--pose-from", f"{grid_bucket}/none.mp4", "--out", tmp_path / "no.mp4")
+    assert missing.exit_code == 2 and missing.output.strip() == \
+        f"error: --pose-from {grid_bucket}/none.mp4: no such file"
+
+
+def test_datasets_loads_a_build_in_a_bucket_with_its_cards_features(killed_and_resumed, local_build, tmp_path,
+                                                                     monkeypatch):
+    """datasets' webdataset loader reads the shards from s3:// (fsspec, the endpoint from AWS_ENDPOINT_URL) with
+    the features of the card in the bucket. (load_dataset(path) itself takes a local folder or a Hub name only.)"""
+    datasets = pytest.importorskip("datasets")
+    import pyarrow.parquet as pq
+    import yaml
+
+    # datasets' offline switch also refuses every fsspec URL; the store here is a local port, and the Hub stays
+    # off for huggingface_hub (HF_HUB_OFFLINE is left set)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    out = killed_and_resumed[0]
+    header = yaml.safe_load(storage.read_text(f"{out}/README.md").split("---\n")[1])
+    features = datasets.Features._from_yaml_list(header["dataset_info"]["features"])
+    ds = datasets.load_dataset("webdataset", data_files=f"{out}/shards/*.tar", split="train", features=features,
+                               cache_dir=str(tmp_path))
+    local = json.loads((local_build / "manifest.json").read_text())
+    assert ds.num_rows == local["counts"]["samples"] == 2 and ds.features == features
+    keys = sorted(pq.read_table(local_build / "samples.parquet")["key"].to_pylist())
+    assert sorted(ds["__key__"]) == keys == sorted(row["meta.json"]["key"] for row in ds)
+
+
 def test_unreachable_store_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")     # nothing listens there
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
@@ -150,3 +234,65 @@ def test_two_node_cluster_builds_s3_to_s3_with_the_same_bytes(grid_bucket, local
     assert report["nodes"] == 2 and len(set(report["cwds"])) == 2
     assert "2 workers on 2 Ray node(s)" in report["log"], report["log"]
     assert outputs(out) == outputs(local_build)
+
+
+CELEBV_CLIP, CELEBV_OTHER = "WDapzpFJ50U_2_0", "oC9r-CTbToE_0_0"        # two entries of the real clip info
+
+
+@pytest.fixture(scope="module")
+def celebv_tree(s3_server, samples, tmp_path_factory) -> tuple[Path, str]:
+    """The real CelebV-Text clip info with one mirrored clip: a silent <clip>.mp4 and its audio as <clip>.m4a (as
+    the authors' mirror ships them), and action texts; the same tree on disk and in s3://celebv. (local, URL)"""
+    import s3fs
+
+    metadata = samples.parent / "metadata" / "celebv-text" / "celebvtext_info.json"
+    if not metadata.is_file():
+        pytest.skip(f"real dataset metadata not found at {metadata}")
+    root = tmp_path_factory.mktemp("celebv")
+    link(metadata, root / "meta" / "celebvtext_info.json")
+    grid = samples / "videos" / "grid_lbbc2a.mpg"
+    ffmpeg = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(grid)]
+    (root / "clips").mkdir()
+    subprocess.run([*ffmpeg, "-an", "-c:v", "libx264", "-preset", "ultrafast",
+                    str(root / "clips" / f"{CELEBV_CLIP}.mp4")], check=True)
+    subprocess.run([*ffmpeg, "-vn", "-c:a", "aac", str(root / "clips" / f"{CELEBV_CLIP}.m4a")], check=True)
+    for clip, text in ((CELEBV_CLIP, "She talks.\nShe nods.\n"), (CELEBV_OTHER, "He turns left.\n")):
+        (root / "texts" / "action_dur").mkdir(parents=True, exist_ok=True)
+        (root / "texts" / "action_dur" / f"{clip}.txt").write_text(text)
+    s3fs.S3FileSystem().put(str(root) + "/", "celebv/", recursive=True)
+    return root, "s3://celebv"
+
+
+def test_celebv_text_root_in_a_bucket(celebv_tree, tmp_path):
+    """--src celebv-text --root s3://...: one listing of the store gives the scan a local root gives (the real
+    clip info, texts, the mirrored clip and its separate audio); the build's worker downloads the clip and its
+    audio, and the manifest records the store paths relative to the root."""
+    import pyarrow.parquet as pq
+
+    from posetalk_data.sources import celebv_text
+
+    root, url = celebv_tree
+    local, store = celebv_text.scan(root, probe=False), celebv_text.scan(url)
+    assert store.clips == local.clips and len(store.clips) == 43
+    assert store.problems == local.problems and store.counts == local.counts and store.metadata == local.metadata
+    [spec] = store.specs
+    assert (spec.video_id, spec.path, spec.audio_path) == (CELEBV_CLIP, f"{url}/clips/{CELEBV_CLIP}.mp4",
+                                                           f"{url}/clips/{CELEBV_CLIP}.m4a")
+    assert spec.extra == local.specs[0].extra and spec.extra["prompts"] == ["She talks.", "She nods."]
+    with pytest.raises(celebv_text.SourceError, match="--download saves videos under --root"):
+        celebv_text.scan(url, download=True)
+    out = f"{url}/builds/one"
+    run = subprocess.run([sys.executable, "-m", "posetalk_data.cli", "build", "--src", "celebv-text", "--root", url,
+                          "--out", out, "--workers", "0", "--profile", "offline",
+                          *[a for o in OVERRIDES for a in ("--set", o)]], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    from posetalk_data.reading import read_samples
+
+    [(key, sample)] = list(read_samples(f"{out}/manifest.json"))
+    meta = json.loads(sample["meta.json"])
+    assert key.startswith("celebv-text_WDapzpFJ50U_2_0") and meta["video_id"] == CELEBV_CLIP
+    assert meta["audio_source"] == f"{CELEBV_CLIP}.m4a" and len(sample["audio.flac"]) > 1000   # fetched by the worker
+    assert json.loads(sample["text.json"])["prompts"] == ["She talks.", "She nods."]
+    [row] = pq.read_table(io.BytesIO(storage.read_bytes(f"{out}/samples.parquet"))).to_pylist()
+    assert row["source_path"] == f"clips/{CELEBV_CLIP}.mp4"        # relative to the root URL: portable
+    assert CliRunner().invoke(app, ["manifest", "verify", out]).exit_code == 0

@@ -9,6 +9,7 @@ from ..schema import VideoSpec
 
 SOURCES = ("folder", "demo", "hdtf", "celebv-text", "mead")
 DATASETS = {"hdtf": "hdtf", "celebv-text": "celebv_text", "mead": "mead"}   # --src -> module
+READS_STORES = ("celebv-text",)       # dataset adapters whose --root may be a store URL (one listing of it)
 
 
 @dataclass
@@ -39,13 +40,13 @@ def source_plan(src: str, input_dir, out, **options) -> SourcePlan:
             return SourcePlan(specs, storage.location(input_dir), sizes=sizes)
         input_dir = storage.local(input_dir)
         return SourcePlan(folder_specs(input_dir, exclude=None if storage.is_url(out) else Path(out)), input_dir)
-    if input_dir is not None and storage.is_url(input_dir):
+    if input_dir is not None and storage.is_url(input_dir) and src not in READS_STORES:
         raise ValueError(f"--src {src} reads a local dataset folder; {input_dir} is a URL (copy the dataset to a "
                          "disk, or build its videos with --src folder --input URL)")
     if src == "demo" and input_dir is None and storage.is_url(out):
         raise ValueError("--src demo makes its videos inside --out, which must then be a folder; give --input DIR "
                          "for the videos when --out is a URL")
-    input_dir = None if input_dir is None else storage.local(input_dir)
+    input_dir = None if input_dir is None else storage.location(input_dir)
     if src == "demo":
         from .demo import make_demo_clips
 
@@ -59,7 +60,7 @@ def source_plan(src: str, input_dir, out, **options) -> SourcePlan:
         scan = dataset_module(src).scan(input_dir, **options)
         skipped = [{"source": src, "video_id": p.id, "source_path": "", "start": None, "end": None,
                     "stage": "source", "reason": p.reason, "kind": "clip"} for p in scan.problems if not p.kept]
-        return SourcePlan(scan.specs, scan.root, skipped)
+        return SourcePlan(scan.specs, scan.root, skipped, scan.sizes)
     raise ValueError(f"unknown source {src!r}; choose one of {', '.join(SOURCES)}")
 
 

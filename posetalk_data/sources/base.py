@@ -6,12 +6,14 @@ built, or will be built with less than its metadata promised, gets a `Problem` r
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from .. import storage
 from ..media import MediaError, ProbeInfo, probe
 from ..schema import VideoSpec
 
@@ -45,19 +47,81 @@ class SourceScan:
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)   # file-level quirks found and survived (BOM, no final newline)
+    sizes: dict[str, int] = field(default_factory=dict)   # source bytes by URL, when a store's listing gave them
 
 
-def find_metadata(root: Path, names: Iterable[str], what: str, max_depth: int = 3) -> Path:
-    """The first file matching one of `names` (glob patterns) at root or up to `max_depth` folders below it.
+class Tree:
+    """The files under a dataset root on this disk or in an object store (s3://bucket/celebv), listed once (one
+    walk, or one listing of the store), read through posetalk_data.storage. Paths are Paths on this disk and URL
+    text in a store."""
+
+    def __init__(self, root):
+        self.root = storage.location(root)
+        self.url = storage.is_url(self.root)
+        if not self.url and not self.root.is_dir():
+            raise SourceError(f"--root {root} is not a folder")
+        self.files = storage.find(self.root)
+        if self.url and not self.files:
+            raise SourceError(f"--root {root} holds no files (or does not exist)")
+
+    def path(self, rel: str):
+        return storage.join(self.root, rel)
+
+    def rel(self, path) -> str:
+        """A path under the root as the listing names it (lexically: a linked file stays where it is linked)."""
+        return (storage.relative_to(path, self.root) or str(path)) if self.url else rel(Path(path), self.root)
+
+    def glob(self, pattern: str, folders: bool = False) -> list:
+        """Path.glob over the listing (each part an fnmatch pattern): the files matching, or with folders=True the
+        folders that do (those holding files: a store has no others)."""
+        want = PurePosixPath(pattern).parts
+        hits = set()
+        for r in self.files:
+            parts = PurePosixPath(r).parts
+            deep_enough = len(parts) > len(want) if folders else len(parts) == len(want)
+            if deep_enough and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, want)):
+                hits.add("/".join(parts[:len(want)]))
+        return [self.path(h) for h in sorted(hits)]
+
+    def find(self, names: Iterable[str], what: str, max_depth: int = 3):
+        return find_metadata(self.root, names, what, max_depth, glob=self.glob)
+
+    def names_in(self, folder) -> list[str]:
+        """File names directly in a folder (a path or URL under the root)."""
+        prefix = self.rel(folder).rstrip("/") + "/"
+        return [r[len(prefix):] for r in self.files if r.startswith(prefix) and "/" not in r[len(prefix):]]
+
+    def media_index(self, suffixes: set[str]) -> dict[str, list]:
+        """File stem -> files with one of `suffixes` anywhere under the root, in a top-down walk's order."""
+        index: dict[str, list] = {}
+        for r in sorted(self.files, key=walk_order):
+            stem, suffix = os.path.splitext(PurePosixPath(r).name)
+            if suffix.lower() in suffixes:
+                index.setdefault(stem, []).append(self.path(r))
+        return index
+
+
+def walk_order(rel: str) -> list[tuple[int, str]]:
+    """Sort key of a relative path in os.walk's top-down order (sorted folders): a folder's files before its
+    subfolders, so the listing finds duplicate names in the order a walk of a local root does."""
+    *folders, name = PurePosixPath(rel).parts
+    return [(1, f) for f in folders] + [(0, name)]
+
+
+def find_metadata(root: Path, names: Iterable[str], what: str, max_depth: int = 3, glob=None) -> Path:
+    """The first file matching one of `names` (glob patterns) at root or up to `max_depth` folders below it;
+    `glob`: a Tree's, for a listed root.
 
     Raises SourceError naming every pattern looked for, so a user knows what the adapter expects.
     """
     names = list(names)
-    if not root.is_dir():
-        raise SourceError(f"--root {root} is not a folder")
+    if glob is None:
+        if not root.is_dir():
+            raise SourceError(f"--root {root} is not a folder")
+        glob = root.glob
     for depth in range(max_depth + 1):
         for name in names:
-            hits = sorted(root.glob("*/" * depth + name))
+            hits = sorted(glob("*/" * depth + name))
             if hits:
                 return hits[0]
     looked = ", ".join(names)
@@ -74,14 +138,7 @@ def rel(path: Path, root: Path) -> str:
 
 def media_index(root: Path, suffixes: set[str]) -> dict[str, list[Path]]:
     """File stem -> files with one of `suffixes` anywhere under root (one directory walk, no decoding)."""
-    index: dict[str, list[Path]] = {}
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            stem, suffix = os.path.splitext(name)
-            if suffix.lower() in suffixes:
-                index.setdefault(stem, []).append(Path(folder) / name)
-    return index
+    return Tree(root).media_index(suffixes)
 
 
 def probe_many(paths: Iterable[Path], workers: int = 8) -> dict[Path, ProbeInfo | str]:

@@ -1,6 +1,7 @@
-"""Source adapter `celebv-text`: the clip info JSON, the six text folders, and the clips or source videos on disk.
+"""Source adapter `celebv-text`: the clip info JSON, the six text folders, and the clips or source videos.
 
-Metadata under --root (up to 3 folders deep):
+--root is a folder or an object-store prefix (s3://bucket/celebv-text: one listing; the build's workers download
+their own clips). Metadata under --root (up to 3 folders deep):
   celebvtext_info.json   flat {"<ytb_id>_<k>_<j>.mp4": {ytb_id, meta_video_names, duration: {start_sec, end_sec},
                          bbox: {top, bottom, left, right} 0..1, version}}, or the older {"clips_set1": {"<clip>":
                          {...}}, "clips_set2": ...} whose bbox may be in pixels
@@ -13,17 +14,17 @@ videos into <root>/downloaded_celebvtext/raw/ (yt-dlp, or the `downloader` given
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .. import storage
 from ..schema import VideoSpec
-from .base import (AUDIO_SUFFIXES, VIDEO_SUFFIXES, Problem, SourceError, SourceScan, box_problem, crop_hint,
-                   find_metadata, media_index, probe_many, rel, span_problem)
 from ..splits import split_of
+from .base import (AUDIO_SUFFIXES, VIDEO_SUFFIXES, Problem, SourceError, SourceScan, Tree, box_problem, crop_hint,
+                   probe_many, span_problem)
 
 TEXT_FOLDERS = {"action": ("action_dur",), "emotion": ("emotion",),
                 "appearance": ("face40_details_new", "face40_details"), "light_direction": ("light_dir",),
@@ -35,15 +36,20 @@ KEY_OPENING = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*\{')
 Downloader = Callable[[str, Path], Optional[Path]]
 
 
-def load_info(path: Path) -> tuple[list[tuple[str, str | None, Any]], list[Problem], list[str]]:
+def read_text(path) -> str:
+    """A metadata file's text (a path or URL): a BOM dropped, undecodable bytes replaced."""
+    return storage.read_bytes(path).decode("utf-8-sig", errors="replace")
+
+
+def load_info(path) -> tuple[list[tuple[str, str | None, Any]], list[Problem], list[str]]:
     """(clip key, set name, entry) in file order; a broken file is read entry by entry so one bad entry costs one
     clip."""
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    text, name = read_text(path), storage.name(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        entries, problems = _salvage(text, path.name)
-        return entries, problems, [f"{path.name}: invalid JSON at line {err.lineno} ({err.msg}); read entry by entry"]
+        entries, problems = _salvage(text, name)
+        return entries, problems, [f"{name}: invalid JSON at line {err.lineno} ({err.msg}); read entry by entry"]
     if not isinstance(data, dict):
         raise SourceError(f"{path}: expected a JSON object of clips, found {type(data).__name__}")
     if any(SET_KEY.match(k) for k in data):      # the older {"clips_set1": {...}, "clips_set2": {...}} form
@@ -116,22 +122,19 @@ def mark_same_spans(rows: list[dict]) -> None:
         first.setdefault(key, row["clip_id"])
 
 
-def find_text_folders(root: Path) -> dict[str, Path]:
+def find_text_folders(tree: Tree) -> dict[str, Path | str]:
     found = {}
     for attr, names in TEXT_FOLDERS.items():
         for depth in range(4):
-            hits = [p for name in names for p in sorted(root.glob("*/" * depth + name)) if p.is_dir()]
+            hits = [p for name in names for p in tree.glob("*/" * depth + name, folders=True)]
             if hits:
                 found[attr] = hits[0]
                 break
     return found
 
 
-def read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
-            if line.strip()]
+def read_lines(path) -> list[str]:
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def ytdlp_downloader() -> Downloader:
@@ -152,11 +155,17 @@ def ytdlp_downloader() -> Downloader:
     return fetch
 
 
-def scan(root: Path, *, probe: bool = True, download: bool = False,
+def scan(root, *, probe: bool = True, download: bool = False,
          downloader: Downloader | None = None) -> SourceScan:
-    root = Path(root)
-    info = find_metadata(root, ["celebvtext_info.json", "celebvtext_info*.json"],
-                         "CelebV-Text clip info (celebvtext_info.json from the CelebV-Text repository)")
+    """`root`: a folder, or a store prefix (s3://bucket/celebv-text): listed once; a store's videos are probed by
+    the worker that downloads them, not here, and --download writes into a local root only."""
+    tree = Tree(root)
+    if download and tree.url:
+        raise SourceError(f"--download saves videos under --root, which is the URL {tree.root}; download into a "
+                          "local --root, or upload the source videos to the store yourself")
+    root = tree.root
+    info = tree.find(["celebvtext_info.json", "celebvtext_info*.json"],
+                     "CelebV-Text clip info (celebvtext_info.json from the CelebV-Text repository)")
     entries, problems, notes = load_info(info)
     rows = []
     for key, set_name, entry in entries:
@@ -164,20 +173,20 @@ def scan(root: Path, *, probe: bool = True, download: bool = False,
         rows += [row] if row else []
         problems += row_problems
     mark_same_spans(rows)
-    folders = find_text_folders(root)
-    stems = {a: {e.name[:-4] for e in os.scandir(f) if e.name.endswith(".txt")} for a, f in folders.items()}
-    videos, audios = media_index(root, VIDEO_SUFFIXES), media_index(root, AUDIO_SUFFIXES)
+    folders = find_text_folders(tree)
+    stems = {a: {n[:-4] for n in tree.names_in(f) if n.endswith(".txt")} for a, f in folders.items()}
+    videos, audios = tree.media_index(VIDEO_SUFFIXES), tree.media_index(AUDIO_SUFFIXES)
     wanted = {r["youtube_id"] for r in rows if r["clip_id"] not in videos and r["youtube_id"] not in videos}
     unavailable = set(_download(root, sorted(wanted), videos, downloader) if download and wanted else [])
     used = {r["clip_id"]: videos.get(r["clip_id"], videos.get(r["youtube_id"], [None]))[0] for r in rows}
-    infos = probe_many(p for p in used.values() if p) if probe else {}
+    infos = probe_many(p for p in used.values() if p) if probe and not tree.url else {}
     groups: dict[str, list[str]] = {}
     for row in rows:
         groups.setdefault(row["same_span_as"] or row["clip_id"], []).append(row["clip_id"])
 
     def texts(clips: list[str]) -> dict[str, list[str]]:
         # read only for the clips that get a spec: the full dataset has 70k clips x 6 files
-        lines = {a: [line for c in clips if c in stems[a] for line in read_lines(f / f"{c}.txt")]
+        lines = {a: [line for c in clips if c in stems[a] for line in read_lines(storage.join(f, f"{c}.txt"))]
                  for a, f in folders.items()}
         return {a: list(dict.fromkeys(v)) for a, v in lines.items() if v}
 
@@ -196,11 +205,12 @@ def scan(root: Path, *, probe: bool = True, download: bool = False,
               "local_clip_files": sum(r["clip_id"] in videos for r in rows),
               "local_source_videos": len({r["youtube_id"] for r in rows if r["youtube_id"] in videos}),
               "unavailable_ids": len(unavailable), "specs": len(specs)}
-    notes += [f"text folder {a}: {rel(f, root)}" for a, f in folders.items()]
+    notes += [f"text folder {a}: {tree.rel(f)}" for a, f in folders.items()]
     if len(folders) < len(TEXT_FOLDERS):
         notes.append("no text folder " + ", ".join(" or ".join(TEXT_FOLDERS[a]) for a in TEXT_FOLDERS
                                                    if a not in folders) + " (looked up to 3 folders below --root)")
-    return SourceScan("celebv-text", root, [rel(info, root)], rows, specs, problems, counts, notes)
+    sizes = {tree.path(r): size for r, size in tree.files.items()} if tree.url else {}
+    return SourceScan("celebv-text", root, [tree.rel(info)], rows, specs, problems, counts, notes, sizes)
 
 
 def _download(root: Path, ids: list[str], videos: dict, downloader: Downloader | None) -> list[str]:
@@ -231,7 +241,7 @@ def _spec(row, group, videos, audios, infos, texts, unavailable) -> tuple[VideoS
     path = videos[clip if mirrored else ytb][0]
     info = infos.get(path)
     if isinstance(info, str):
-        return None, Problem(clip, "unreadable", f"{path.name}: {info}")
+        return None, Problem(clip, "unreadable", f"{storage.name(path)}: {info}")
     merged = texts(group)
     prompts = merged.get(PROMPT_ATTRIBUTE, [])
     extra = {"dataset": "CelebV-Text", "youtube_id": ytb, "meta_video": row["meta_video"], "set": row["set"],
@@ -247,11 +257,12 @@ def _spec(row, group, videos, audios, infos, texts, unavailable) -> tuple[VideoS
             extra["source_offset"] = row["start"]
         return VideoSpec("celebv-text", clip, str(path), audio_path=audio_path, extra=extra), None
     if info is not None and (why := span_problem(row["start"], row["end"], info.duration)):
-        return None, Problem(clip, "span_past_end", f"{path.name}: {why}")
+        return None, Problem(clip, "span_past_end", f"{storage.name(path)}: {why}")
     problem, box = None, row["bbox"]
     if box and row["bbox_units"] == "pixels" and info is not None:
         if why := box_problem(box, info.width, info.height):
-            problem, box = Problem(clip, "crop_outside", f"{path.name}: {why}: built without a crop hint", True), None
+            problem, box = Problem(clip, "crop_outside", f"{storage.name(path)}: {why}: built without a crop hint",
+                                   True), None
         else:
             box = [box[0] / info.width, box[1] / info.height, box[2] / info.width, box[3] / info.height]
     if box:

@@ -32,6 +32,10 @@ def user_errors():
         if os.environ.get("POSETALK_DEBUG"):
             raise
         fail(str(err))
+    except store_errors() as err:      # a store (or disk) that failed mid-way: reading a URL manifest's shards
+        if os.environ.get("POSETALK_DEBUG"):
+            raise
+        fail(f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
 
 
 def check_device(device: str) -> None:
@@ -71,7 +75,65 @@ def loading_run(run: Path, flag: str):
                          f"({' '.join(str(err).split())[:200]}); it may be damaged or edited") from err
 
 
-def check_manifest(manifest: Path, flag: str = "--manifest") -> None:
-    if not manifest.is_file():
-        fail(f"{flag} {manifest}: no such file" if not manifest.exists() else
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store can answer (unreachable, refused, no credentials): the data commands' list, shared."""
+    from posetalk_data.cli_output import storage_errors
+
+    return storage_errors()
+
+
+def reachable(loc, flag: str):
+    """Run a storage query on an option's location; a store that cannot be reached is one line naming the option."""
+    try:
+        return loc()
+    except store_errors() as err:
+        fail(f"{flag}: cannot reach it ({type(err).__name__}: {' '.join(str(err).split())[:200]}); check the URL, "
+             "the credentials (AWS_* variables, ~/.aws) and the endpoint (AWS_ENDPOINT_URL)")
+
+
+def location(text: str | None) -> "str | Path | None":
+    """An input option as the storage layer keeps it: a Path for this disk (file:// stripped), the URL text for a
+    store (options are str: a typer Path would turn s3://b/x into s3:/b/x)."""
+    from posetalk_data import storage
+
+    return None if text is None else storage.location(text)
+
+
+def input_file(text: str | None, flag: str) -> "str | Path | None":
+    """An input file option that may be a URL: its location, refused in one line when there is no file there."""
+    from posetalk_data import storage
+
+    loc = location(text)
+    if loc is not None and not reachable(lambda: storage.is_file(loc), f"{flag} {loc}"):
+        fail(f"{flag} {loc}: no such file")
+    return loc
+
+
+def on_disk(loc) -> Path | None:
+    """A location as a local path, None for a store's (an output on this disk can be no object in a store)."""
+    from posetalk_data import storage
+
+    return None if loc is None or storage.is_url(loc) else storage.local(loc)
+
+
+def local_folder(text: str | None, flag: str) -> Path | None:
+    """An output folder option: this machine's disk only (run folders and reports are written locally); a store URL
+    is refused rather than written to a local folder named like it."""
+    from posetalk_data import storage
+
+    if text is not None and storage.is_url(text):
+        fail(f"{flag} {text}: this is written on this machine's disk; give a local folder (a manifest, holdout "
+             "or reference video may be a URL)")
+    return None if text is None else storage.local(text)
+
+
+def check_manifest(manifest: str | None, flag: str = "--manifest") -> "str | Path | None":
+    """A manifest option's location (a path or URL), refused in one line when there is no such file there."""
+    from posetalk_data import storage
+
+    manifest = location(manifest)
+    if manifest is not None and not reachable(lambda: storage.is_file(manifest), f"{flag} {manifest}"):
+        exists = reachable(lambda: storage.exists(manifest), f"{flag} {manifest}")
+        fail(f"{flag} {manifest}: no such file" if not exists else
              f"{flag} {manifest} is a folder; name its manifest.json")
+    return manifest

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from posetalk_models.cli.common import check_device, check_manifest, fail, user_errors
+from posetalk_models.cli.common import check_device, check_manifest, fail, local_folder, user_errors
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -38,8 +38,9 @@ def parse_videos(items: list[str]) -> dict[str, Path]:
 
 @app.command()
 def evaluate(
-    manifest: Path = typer.Option(..., "--manifest", help="The test clips (a build's or a split's manifest)."),
-    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, metrics.md and strips/."),
+    manifest: str = typer.Option(..., "--manifest", help="The test clips (a build's or a split's manifest): a path "
+                                                         "or a URL (s3://, gs://, file://)."),
+    out: str = typer.Option(..., "--out", help="Folder for metrics.json, metrics.md and strips/ (on this disk)."),
     generator: Path = typer.Option(None, "--generator", help="A video generator run to evaluate (coarse, refine or "
                                                              "enhance)."),
     videos: list[str] = typer.Option([], "--videos", help="NAME=DIR of another method's videos named <sample "
@@ -63,7 +64,7 @@ def evaluate(
 
     console = Console(stderr=True)
     check_device(device)
-    check_manifest(manifest)
+    manifest, out = check_manifest(manifest), local_folder(out, "--out")
     if generator is None and not videos:
         fail("nothing to evaluate: give --generator RUN and/or --videos NAME=DIR")
     with user_errors():

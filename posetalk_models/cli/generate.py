@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from posetalk_data import storage
 from posetalk_data.shards import sha256_file
 
-from posetalk_models.cli.common import check_device, fail, loading_run, run_folder, user_errors
+from posetalk_models.cli.common import check_device, fail, input_file, loading_run, on_disk, run_folder, user_errors
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -83,8 +84,9 @@ def generate(
     audio: Path = AUDIO,
     generator: Path = typer.Option(..., "--generator", help="A video generator run (posetalk-train coarse, refine "
                                                             "or enhance); every stage up to it is used."),
-    pose_from: Path = typer.Option(None, "--pose-from", help="Reference mode: copy this video's head pose and gaze "
-                                                             "(relative to the portrait's; looped or cut)."),
+    pose_from: str = typer.Option(None, "--pose-from", help="Reference mode: copy this video's head pose and gaze "
+                                                            "(relative to the portrait's; looped or cut); a path or "
+                                                            "a URL (s3://, gs://, file://)."),
     pld: Path = typer.Option(None, "--pld", help="Generated mode: a PLD run (posetalk-train pld) generates the pose "
                                                  "from the speech and --prompt."),
     prompt: str = typer.Option(None, "--prompt", help='Generated mode: a motion prompt, e.g. "nods slowly".'),
@@ -115,16 +117,17 @@ def generate(
         fail("--prompt needs --pld RUN (the pose generator)")
     if out.suffix.lower() != ".mp4":
         fail(f"--out {out}: the video is an .mp4 file")
-    for path, flag in ((image, "--image"), (audio, "--audio"), (pose_from, "--pose-from")):
+    for path, flag in ((image, "--image"), (audio, "--audio")):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: no such file")
+    pose_from = input_file(pose_from, "--pose-from")
     check_device(device)
     mode = pose_mode(prompt, mode) if pld else None
     mode_name = "reference" if pose_from else "generated" if pld else "fixed"
     outputs = [out, out.with_suffix(".npy"), out.with_suffix(".json")]
     with user_errors():
         check_outputs(outputs, outputs[-1], "posetalk-generate", {
-            "--image": image, "--audio": audio, "--pose-from": pose_from, "--generator": run_folder(generator),
+            "--image": image, "--audio": audio, "--pose-from": on_disk(pose_from), "--generator": run_folder(generator),
             "--pld": run_folder(pld), "--speech-weights": speech_weights and Path(speech_weights),
             "--text-weights": text_weights and Path(text_weights)}, force=force)
         image_frame(image)                       # readable, not too large: before any model is loaded
@@ -140,7 +143,8 @@ def generate(
                 "frames": n, "fps": 25, "seed": seed, "channels": list(CHANNELS),
                 "portrait_pose": face.angles()[0].round(3).tolist()}
         if pose_from:
-            track = face_tracks(pose_from, extraction_config(sidecar.get("pipeline"), single_face=False))[0]
+            with storage.local_copy(pose_from) as video:      # a store's video is read from a download
+                track = face_tracks(video, extraction_config(sidecar.get("pipeline"), single_face=False))[0]
             motion = drive.reference(face, track, n)
             info["reference"] = {"video": str(pose_from), "frames": len(track.frames)}
         elif pld:

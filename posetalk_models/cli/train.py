@@ -22,12 +22,13 @@ import typer
 
 from posetalk_data.config import ConfigError
 
-from posetalk_models.cli.common import check_manifest, fail, user_errors
+from posetalk_models.cli.common import check_manifest, fail, local_folder, user_errors
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
 
-MANIFEST = typer.Option(..., "--manifest", help="A build's manifest.json (or a filtered/split one).")
+MANIFEST = typer.Option(..., "--manifest", help="A build's manifest.json (or a filtered/split one): a path or a URL "
+                                                "(s3://, gs://, file://).")
 OUT = typer.Option(..., "--out", help="Run folder: step-*.safetensors + JSON sidecars, metrics.jsonl. "
                                       "An existing run resumes from its last checkpoint.")
 CONFIG = typer.Option(None, "--config", help="Training config YAML (default: the shipped one, "
@@ -42,8 +43,9 @@ DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrid
 VERIFY = typer.Option(False, "--verify", help="Check every shard of the manifest (and --holdout) in full first: "
                                                "sha256 and members, as `posetalk-data manifest verify` does. Without "
                                                "it only their sizes and sample counts are checked.")
-HOLDOUT = typer.Option(None, "--holdout", help="Held-out manifest: L1, PSNR, SSIM, lip-region L1 and lip_share of "
-                                               "every stage and of the copy-source baseline, at every checkpoint.")
+HOLDOUT = typer.Option(None, "--holdout", help="Held-out manifest (a path or URL): L1, PSNR, SSIM, lip-region L1 and "
+                                               "lip_share of every stage and of the copy-source baseline, at every "
+                                               "checkpoint.")
 
 
 @app.callback()
@@ -66,13 +68,15 @@ def _config(kind: str, config: Path | None, overrides: list[str], max_steps, wor
         fail(str(err))
 
 
-def _train(kind: str, train, manifest: Path, out: Path, config: Path | None, overrides: list[str], max_steps,
+def _train(kind: str, train, manifest: str, out: str, config: Path | None, overrides: list[str], max_steps,
            workers, device, tiny: bool, verify: bool, **kwargs) -> None:
     """What every trainer command does: check the manifest, load the config, lock the run folder, train, print the
-    last checkpoint."""
+    last checkpoint. Manifests may be paths or URLs; the run folder is local."""
     from posetalk_models.lock import run_lock
 
-    check_manifest(manifest)
+    manifest, out = check_manifest(manifest), local_folder(out, "--out")
+    if kwargs.get("holdout") is not None:
+        kwargs["holdout"] = check_manifest(kwargs["holdout"], "--holdout")
     cfg = _config(kind, config, overrides, max_steps, workers, device, tiny)
     with user_errors():
         if verify:
@@ -82,7 +86,7 @@ def _train(kind: str, train, manifest: Path, out: Path, config: Path | None, ove
             typer.echo(train(manifest, out, cfg, **kwargs))
 
 
-def _verify(manifest: Path | None) -> None:
+def _verify(manifest) -> None:
     """--verify: refuse a manifest whose shards differ from it in any way `posetalk-data manifest verify` finds."""
     from posetalk_data.verify import verify
 
@@ -95,10 +99,10 @@ def _verify(manifest: Path | None) -> None:
 
 
 @app.command()
-def vae(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+def vae(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: list[str] = SET,
         max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
         verify: bool = VERIFY,
-        holdout: Path = typer.Option(None, "--holdout", help="Held-out manifest: reconstruction error in degrees "
+        holdout: str = typer.Option(None, "--holdout", help="Held-out manifest: reconstruction error in degrees "
                                                              "logged at every checkpoint.")) -> None:
     """Train the pose VAE (transformer encoder/decoder over pose+gaze windows, Huber reconstruction + KL)."""
     from posetalk_models.train.pose_vae import train_vae
@@ -107,7 +111,7 @@ def vae(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_:
 
 
 @app.command()
-def pld(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+def pld(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: list[str] = SET,
         max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
         verify: bool = VERIFY,
         vae_run: Path = typer.Option(None, "--vae", help="The trained pose VAE run (needed for a new run; "
@@ -119,9 +123,9 @@ def pld(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_:
 
 
 @app.command()
-def coarse(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+def coarse(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: list[str] = SET,
            max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
-           verify: bool = VERIFY, holdout: Path = HOLDOUT) -> None:
+           verify: bool = VERIFY, holdout: str = HOLDOUT) -> None:
     """Train CoarseNet: the source frame animated into each target frame's head pose, gaze and coarse mouth
     (motion encoder -> AdaIN U-Net flow -> warp -> editing net). The size is the config's (tiny: 64 px on a CPU;
     the shipped YAML: 256 px)."""
@@ -132,9 +136,9 @@ def coarse(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, se
 
 
 @app.command()
-def refine(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+def refine(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: list[str] = SET,
            max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
-           verify: bool = VERIFY, holdout: Path = HOLDOUT,
+           verify: bool = VERIFY, holdout: str = HOLDOUT,
            coarse_run: Path = typer.Option(None, "--coarse", help="The trained CoarseNet run (needed for a new run; "
                                                                   "copied into OUT and kept frozen)."),
            sync_run: Path = typer.Option(None, "--sync", help="A trained lip-sync expert run, for loss.sync > 0 "
@@ -148,9 +152,9 @@ def refine(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, se
 
 
 @app.command()
-def enhance(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+def enhance(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: list[str] = SET,
             max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
-            verify: bool = VERIFY, holdout: Path = HOLDOUT,
+            verify: bool = VERIFY, holdout: str = HOLDOUT,
             refine_run: Path = typer.Option(None, "--refine", help="The trained RefineNet run (needed for a new "
                                                                    "run; it and its CoarseNet are copied into OUT).")
             ) -> None:
@@ -163,10 +167,10 @@ def enhance(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, s
 
 
 @app.command()
-def sync(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_: list[str] = SET,
+def sync(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: list[str] = SET,
          max_steps: int = MAX_STEPS, workers: int = WORKERS, device: str = DEVICE, tiny: bool = TINY,
          verify: bool = VERIFY,
-         holdout: Path = typer.Option(None, "--holdout", help="Held-out manifest: sync accuracy at every "
+         holdout: str = typer.Option(None, "--holdout", help="Held-out manifest: sync accuracy at every "
                                                               "checkpoint.")) -> None:
     """Train the project's lip-sync expert (Wav2Lip-style: mouth crops vs speech features, in sync or not). Its
     frozen judgement is RefineNet's optional sync loss and the evaluator's own lip-sync score."""
@@ -176,7 +180,7 @@ def sync(manifest: Path = MANIFEST, out: Path = OUT, config: Path = CONFIG, set_
 
 
 @app.command("eval")
-def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), manifest: Path = MANIFEST,
+def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), manifest: str = MANIFEST,
              windows: int = typer.Option(64, "--windows", min=2, help="Real windows to compare against (one pass "
                                                                        "over the manifest caps it)."),
              samples: int = typer.Option(4, "--samples", min=2, help="Samples per window (diversity across "
@@ -195,7 +199,7 @@ def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), m
 
     from posetalk_models.train.loop import pick_device
 
-    check_manifest(manifest)
+    manifest = check_manifest(manifest)
     with user_errors():
         pick_device(device)     # a GPU asked for and not there: one line before anything loads
         figures = evaluate_run(run, manifest, windows=windows, samples=samples, steps=steps, guidance=guidance,

@@ -23,7 +23,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
-from posetalk_data.reading import ManifestError, check_shards, load_manifest, open_shard, safe_samples, selection
+from posetalk_data import storage
+from posetalk_data.reading import (ManifestError, check_shards, load_manifest, manifest_location, open_shard,
+                                   safe_samples, selection)
 
 
 def npy(data: bytes) -> np.ndarray:
@@ -127,7 +129,7 @@ class NoItems(ValueError):
     """The data cannot give one training item: training on it would wait forever."""
 
 
-def check_long_enough(manifest_path: Path, need: ClipNeed) -> None:
+def check_long_enough(manifest_path: str | Path, need: ClipNeed) -> None:
     """NoItems, before any shard is read, when no clip the manifest selects has `need.frames` frames."""
     try:
         rows = [row for _, selected in selection(manifest_path)[2] for row in selected]
@@ -155,7 +157,8 @@ class ShardStream(IterableDataset):
     def __init__(self, manifest_path: str | Path, members: set[str], cut: Cut, *, per_clip: int, shuffle_buffer: int,
                  resample: bool, seed: int, every_rank: bool = False, need: ClipNeed | None = None):
         super().__init__()
-        self.path, self.members, self.cut = Path(manifest_path), set(members), cut
+        # a Path, or the URL text of a manifest in a store: its shards are read from beside it, wherever that is
+        self.path, self.members, self.cut = manifest_location(manifest_path), set(members), cut
         self.per_clip, self.shuffle_buffer, self.resample, self.seed = per_clip, shuffle_buffer, resample, seed
         self.every_rank, self.need = every_rank, need
         manifest = load_manifest(self.path)
@@ -188,7 +191,7 @@ class ShardStream(IterableDataset):
     def _read(self, pieces: Iterator[dict]) -> Iterator[dict]:
         """Pieces -> decoded samples via the project's safe tar reader (no links, no absolute names)."""
         for piece in pieces:
-            samples = safe_samples(open_shard(self.path.parent, piece["path"]), self.keys[piece["path"]])
+            samples = safe_samples(open_shard(storage.parent(self.path), piece["path"]), self.keys[piece["path"]])
             for key, sample in itertools.islice(samples, piece["start"], None, piece["step"]):
                 yield {"key": key, **{name: decode(name, data) for name, data in sample.items()
                                       if name in self.members}}
