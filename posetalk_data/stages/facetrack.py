@@ -103,9 +103,12 @@ class FaceTrackStage(Stage):
         room = self.cfg.frame_cache_mb * 2 ** 20 // (w * h * 3)     # frames the cache holds
         # a video whose header promises more frames is decoded twice from the start; one that lies is caught below
         cache: list[np.ndarray] | None = [] if 0 < promised <= room else None
+        # decoded twice, this pass needs only the detector's small copy: the decoder scales it in the same process
+        # (a 1080p frame is 6 MB through the pipe, its copy 0.7 MB), and the crop pass reads the full frames
+        scaled = cache is None and size != (w, h)
         cuts = CutDetector(self.cuts_cfg)
         out, n = [], 0
-        for n, frame in enumerate(video_frames(record), 1):
+        for n, frame in enumerate(video_frames(record, size=size if scaled else None), 1):
             if cache is not None and len(cache) < room:
                 cache.append(frame)
             elif cache is not None:
@@ -113,7 +116,7 @@ class FaceTrackStage(Stage):
             cuts(n - 1, frame)
             if (n - 1) % self.cfg.detect_every:
                 continue
-            small = frame if size == (w, h) else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            small = frame if scaled or size == (w, h) else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
             dets = []
             for d in self._faces(small):
                 r = d.location_data.relative_bounding_box
