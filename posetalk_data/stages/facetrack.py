@@ -2,17 +2,19 @@
 
 Pass 1 decodes the video once, finds its hard scene cuts (posetalk_data.cuts) and detects faces (MediaPipe face
 detection, offline; a checked frame where the chosen model finds none is tried with the other one) on downscaled
-frames; it keeps the decoded frames when they fit in `frame_cache_mb` (so the crop pass decodes nothing; a longer
-video is decoded again and memory stays bounded). In each shot between the cuts, faces are linked into tracks and
-the dominant track (largest face, most often) is kept; dropouts up to `max_gap_s` are interpolated and each
-face-continuous span of at least `min_clip_s` becomes a clip. Every other frame of the video (a cut's trim, no
-face, a span too short, several faces under `multi_face: drop`, an undecodable tail) comes back as a record of kind
-"span" with the reason: a row of failures.parquet, so the time a build keeps and drops adds up to the source's.
-Pass 2 cuts a temporally smoothed square crop around that track from the full-resolution frames, runs the face mesh
-on each crop (`landmarks.MeshTracker`: the crop is at hand, so no frame is decoded again for it) and encodes it as
-the clip's `video.mp4` (x264 `preset`, a keyframe every `keyframe_s`, so the trainers can seek cheaply). Crops
-stay inside the frame (`fit_crop`): shifted when the frame has room, shrunk to the largest square that fits when it has not, padded
-only when even that would cut the face; a clip padded beyond `max_padded_fraction` is dropped with that reason.
+frames; it keeps the decoded frames when they fit in `frame_cache_mb` (so the crop pass decodes nothing), or, for a
+longer video, the frames reduced to the size its crops need when those fit (a 1080p frame is 6 MB, and a 512 px crop
+rarely needs all of it); else the video is decoded again and memory stays bounded. In each shot between the cuts,
+faces are linked into tracks and the dominant track (largest face, most often) is kept; dropouts up to `max_gap_s`
+are interpolated and each face-continuous span of at least `min_clip_s` becomes a clip. Every other frame of the
+video (a cut's trim, no face, a span too short, several faces under `multi_face: drop`, an undecodable tail) comes
+back as a record of kind "span" with the reason: a row of failures.parquet, so the time a build keeps and drops adds
+up to the source's. Pass 2 cuts a temporally smoothed square crop around that track from the full-resolution (or
+reduced) frames, runs the face mesh on each crop (`landmarks.MeshTracker`: the crop is at hand, so no frame is
+decoded again for it) and encodes it as the clip's `video.mp4` (x264 `preset`, a keyframe every `keyframe_s`, so the
+trainers can seek cheaply). Crops stay inside the frame (`fit_crop`): shifted when the frame has room, shrunk to the
+largest square that fits when it has not, padded only when even that would cut the face; a clip padded beyond
+`max_padded_fraction` is dropped with that reason.
 """
 from __future__ import annotations
 
@@ -60,11 +62,17 @@ def tail(decoded: int, promised: int, end: float) -> list[tuple[int, int, str]]:
     return out
 
 
+def held_scale(frame: np.ndarray, record: ClipRecord) -> np.ndarray:
+    """x, y, side factors from source pixels to those of a cached `frame` (the source, or the source reduced)."""
+    kx, ky = frame.shape[1] / record.probe["width"], frame.shape[0] / record.probe["height"]
+    return np.array([kx, ky, min(kx, ky)])
+
+
 def held_too_small(frame: np.ndarray, record: ClipRecord, boxes: np.ndarray, size: int) -> bool:
-    """Whether a crop of `boxes` (source pixels) cut from the cached `frame`, which may be the source reduced,
-    has fewer than `size` pixels across where the source has them."""
-    k = frame.shape[1] / record.probe["width"]
-    return k < 1 and float(np.min(np.minimum(boxes[:, 2], min(record.probe["width"], record.probe["height"]))) * k) < size
+    """Whether a crop of `boxes` (cx, cy, side in source pixels) cut from the cached `frame`, which may be the
+    source reduced, would have fewer than `size` pixels across where the source has them."""
+    k = held_scale(frame, record)[2]
+    return k < 1 and float(np.min(boxes[:, 2])) * k < size
 
 
 class FaceTrackStage(Stage):
@@ -266,13 +274,14 @@ class FaceTrackStage(Stage):
         writers = [VideoWriter(c.video, width=size, height=size, fps=VIDEO_FPS, crf=cfg.crf, preset=cfg.preset,
                                keyframe_every=max(1, round(cfg.keyframe_s * VIDEO_FPS))) for c in clips]
         meshes: list[list[np.ndarray]] = [[] for _ in clips]
+        scale = held_scale(frames[0], record) if frames else np.ones(3)
         try:
             for f, frame in enumerate(video_frames(record) if frames is None else frames):
                 for i, (a, b) in enumerate(found):
                     if a <= f < b:
                         if f == a:
                             self._mesh.reset()       # a new clip: never carry the last one's face over
-                        cx, cy, side = clips[i].arrays["crop_box"][f - a] * frame.shape[1] / record.probe["width"]
+                        cx, cy, side = clips[i].arrays["crop_box"][f - a] * scale
                         crop = cut_square(frame, cx, cy, side, size)[0]
                         meshes[i].append(self._mesh(crop))
                         writers[i].write(crop)
