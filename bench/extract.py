@@ -18,10 +18,19 @@ out; the limit starts a process per clip, so its rate has no one-off part). And 
 longest clip and on a clip twice as long, with the default frame cache (bounded by facetrack.frame_cache_mb) and
 without it. Ratios last: build / script time (target <= 0.5) and build / limit throughput in the steady state
 (target >= 0.75).
+
+Every run also measures sources of every shape people have (issue 22): a varied set made from the samples at run
+time by ffmpeg in a temporary folder (`varied_set`: 1080p/30 fps H.264, 720p H.264, 360p MPEG-4 Part 2, short
+2-3 s cuts; the samples themselves are the 512 px shape). Per shape: limit, script and build as whole processes
+(targets: build >= 2x the script, >= 0.6 of the limit), and the build's worker time per stage in ms a frame
+(timings.json) against the limit's CPU ms a frame. `--set-name quick` makes one short clip per shape and one run
+of each command (a check that the bench works, not a measurement); `--cpu-only` skips the whole-process runs and
+gives each shape's in-process CPU ms a frame per stage (one worker, one process, time.process_time).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -45,6 +54,45 @@ for frame in read_frames(sys.argv[1], fps=25):
     mesh.process(frame)
     n += 1
 print(n)
+"""
+CPU = """
+import resource, sys
+
+def cpu():   # seconds of CPU of this process and of its finished children (an ffmpeg decoder)
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+"""
+
+LIMIT_CPU = CPU + """
+import mediapipe as mp
+from posetalk_data.media import read_frames
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+started, n = cpu(), 0
+for frame in read_frames(sys.argv[1], fps=25):
+    mesh.process(frame)
+    n += 1
+print(n, (cpu() - started) * 1000)
+"""
+
+STAGES_CPU = CPU + """
+import json, shutil, tempfile
+from pathlib import Path
+from posetalk_data.config import load_config
+from posetalk_data.pipeline import VideoProcessor
+from posetalk_data.schema import ClipRecord, VideoSpec
+processor = VideoProcessor(load_config(None, sys.argv[2:]), part="video")
+processor.setup()
+for _ in range(2):   # the second run is measured: a worker's one-off costs (lazy imports, graph set-up) left out
+    workdir = Path(tempfile.mkdtemp())
+    records, seconds = [ClipRecord(spec=VideoSpec("folder", "x", sys.argv[1]), workdir=workdir)], {}
+    for stage in processor.stages:
+        started = cpu()
+        records = stage.process_batch(records)
+        seconds[stage.name] = cpu() - started
+    shutil.rmtree(workdir)
+frames = sum(len(r.arrays["crop_box"]) for r in records if r.ok)
+print(json.dumps({"frames": frames, "ms": seconds, "errors": [r.errors for r in records if not r.ok
+                                                              and r.meta.get("unit") != "span"]}))
 """
 
 FLOOR = """
@@ -80,6 +128,91 @@ for video in sys.argv[1:]:
         np.save(os.path.join(tmp, "landmarks.npy"), np.array([p for p in points if p is not None]))
 print(total)
 """
+
+
+# shape -> (sample, ffmpeg output options, seconds or None for all of it); the 512 px samples are their own shape
+SHAPES = {
+    "1080p30 h264": [("liveportrait_d10.mp4", ["-vf", "scale=-2:1080,pad=1920:1080:(ow-iw)/2:0,fps=30",
+                                               "-c:v", "libx264", "-preset", "veryfast", "-crf", "20"], None),
+                     ("sadtalker_WDA_AlexandriaOcasioCortez_000.mp4",
+                      ["-vf", "scale=-2:1080,pad=1920:1080:(ow-iw)/2:0,fps=30", "-c:v", "libx264", "-preset",
+                       "veryfast", "-crf", "20"], None)],
+    "720p h264": [("liveportrait_d11.mp4", ["-vf", "scale=-2:720,pad=1280:720:(ow-iw)/2:0", "-c:v", "libx264",
+                                            "-preset", "veryfast", "-crf", "20"], None),
+                  ("videoretalking_face_2.mp4", ["-vf", "scale=-2:720,pad=1280:720:(ow-iw)/2:0", "-c:v", "libx264",
+                                                 "-preset", "veryfast", "-crf", "20"], None)],
+    "360p mpeg4": [(name, ["-vf", "scale=-2:360,pad=640:360:(ow-iw)/2:0", "-c:v", "mpeg4", "-q:v", "4"], None)
+                   for name in ("liveportrait_d20.mp4", "liveportrait_d11.mp4")],
+    "2-3 s cuts": [(name, ["-ss", f"{1 + i}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20"], 2 + i / 2)
+                   for i, name in enumerate(("liveportrait_d10.mp4", "liveportrait_d11.mp4", "liveportrait_d20.mp4",
+                                             "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4",
+                                             "videoretalking_face_2.mp4"))],
+}
+
+
+def varied_set(samples: Path, root: Path, quick: bool) -> dict[str, list[Path]]:
+    """shape -> clips: the samples and the varied shapes made from them by ffmpeg under `root`.
+    quick: one clip per shape, at most 4 s."""
+    out = {"samples": sorted(p for p in samples.iterdir() if p.is_file())[: 1 if quick else None]}
+    for shape, recipes in SHAPES.items():
+        folder = root / shape.replace(" ", "_")
+        folder.mkdir(parents=True)
+        for name, options, seconds in recipes[:1] if quick else recipes:
+            seconds = min(seconds or 4.0, 4.0) if quick else seconds
+            clip = folder / f"{Path(name).stem}.{'avi' if 'mpeg4' in options else 'mp4'}"   # old material: AVI
+            subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(samples / name), *options,
+                            *(["-t", f"{seconds}"] if seconds else []), "-c:a", "aac" if clip.suffix == ".mp4"
+                            else "mp3", str(clip)], check=True)
+        out[shape] = sorted(folder.iterdir())
+    return out
+
+
+def stage_cpu(paths: list[Path], extra: list[str]) -> tuple[int, float, dict[str, float]]:
+    """(frames, the limit's CPU ms, the build's video stages' CPU ms per stage) over `paths`, each clip in its own
+    process, one at a time; the limit's set-up and the build's model loading and first video left out."""
+    frames, limit_ms, stages = 0, 0.0, {}
+    for path in paths:
+        n, ms = timed([PYTHON, "-c", LIMIT_CPU, str(path)])[1].split()[-2:]
+        frames, limit_ms = frames + int(n), limit_ms + float(ms)
+        out = json.loads(timed([PYTHON, "-c", STAGES_CPU, str(path), *extra])[1].strip().splitlines()[-1])
+        if out["errors"]:
+            print(f"  {path.name}: {out['errors']}")
+        for name, seconds in out["ms"].items():
+            stages[name] = stages.get(name, 0.0) + seconds * 1000
+    return frames, limit_ms, stages
+
+
+def per_shape_cpu(shapes: dict[str, list[Path]], extra: list[str]) -> None:
+    print("in-process CPU ms a frame (one process at a time; the limit: decode + FaceMesh):")
+    for shape, paths in shapes.items():
+        frames, limit_ms, stages = stage_cpu(paths, extra)
+        total = sum(stages.values())
+        print(f"  {shape:<14} {len(paths)} clips {frames:5d} frames: limit {limit_ms / frames:5.1f}, build "
+              f"{total / frames:5.1f} ({limit_ms / total:.2f} of the limit's rate): " +
+              ", ".join(f"{k} {v / frames:.1f}" for k, v in stages.items()))
+
+
+def per_shape_runs(shapes: dict[str, list[Path]], work: Path, extra: list[str], repeat: int, cores: int) -> None:
+    """Limit, script and build as whole processes on each shape's clips; the build's worker ms a frame per stage."""
+    print("per shape, whole processes (median of runs): limit / script / build seconds; build's worker ms a frame "
+          "per stage (timings.json) against the limit's wall x cores ms a frame")
+    for shape, paths in shapes.items():
+        folder = paths[0].parent
+        if shape == "samples":   # the sample folder may hold more than this set
+            folder = work / "samples_links"
+            folder.mkdir(exist_ok=True)
+            for p in paths:
+                if not (folder / p.name).exists():
+                    (folder / p.name).symlink_to(p.resolve())
+        rows, frames = measure(paths, folder, work / "shape_out", extra, repeat, cores, with_script=True)
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        timings = json.loads((work / "shape_out" / "timings.json").read_text())
+        per_frame = ", ".join(f"{k} {v * 1000 / frames:.1f}" for k, v in timings.items()
+                              if k not in ("frames", "wall_seconds"))
+        print(f"  {shape:<14} {frames:5d} frames: limit {med['limit']:6.1f} s, script {med['script']:6.1f} s, build "
+              f"{med['build']:6.1f} s: build {med['script'] / med['build']:.2f}x the script (target >= 2), "
+              f"{med['limit'] / med['build']:.2f} of the limit (target >= 0.6); limit "
+              f"{med['limit'] * cores * 1000 / frames:.1f} ms a frame; build: {per_frame}")
 
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
@@ -153,7 +286,15 @@ def main() -> None:
     parser.add_argument("--steady-min", type=float, default=5.0, help="minutes of video for the steady state "
                                                                       "(0: skip)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="build overrides")
+    parser.add_argument("--set-name", choices=("full", "quick"), default="full",
+                        help="quick: one short clip per shape, one run, no steady state or memory rows (checks that "
+                             "the bench works; not a measurement)")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only each shape's in-process CPU ms a frame per stage (no whole-process runs)")
     args = parser.parse_args()
+    quick = args.set_name == "quick"
+    if quick:
+        args.repeat, args.steady_min = 1, 0
     if not args.input.is_dir():
         sys.exit(f"clips not found at {args.input}")
     from posetalk_data.media import probe
@@ -165,6 +306,13 @@ def main() -> None:
     extra = [a for s in args.set for a in ("--set", s)]
     work = Path(tempfile.mkdtemp(prefix="posetalk-bench-"))
     try:
+        shapes = varied_set(args.input, work / "varied", quick)
+        per_shape_cpu(shapes, args.set)
+        if args.cpu_only:
+            return
+        per_shape_runs(shapes, work, extra, args.repeat, cores)
+        if quick:
+            return
         rows, frames = measure(paths, args.input, work / "out", extra, args.repeat, cores, with_script=True)
         med = {k: statistics.median(v) for k, v in rows.items()}
         print(f"clips: {len(paths)} ({seconds_of_video:.1f} s of video, {frames} frames at 25 fps); {cores} cores; "

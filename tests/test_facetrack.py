@@ -1,6 +1,9 @@
 """The face-tracking math (posetalk_data.tracking) on synthetic detections, and the stage's crop pass on a real clip
 (the whole stage runs on real clips in test_build)."""
+import subprocess
+
 import numpy as np
+import pytest
 
 from posetalk_data.tracking import crop_track, cut_square, detect_size, link_tracks, spans
 
@@ -132,3 +135,47 @@ def test_crop_pass_on_cached_frames_equals_a_second_decode(samples, tmp_path, mo
         np.testing.assert_array_equal(cached.arrays["mesh_raw"], other.arrays["mesh_raw"])
         assert cached.video.read_bytes() == other.video.read_bytes()
     assert len(cached.arrays["mesh_raw"]) == 75 and np.isfinite(cached.arrays["mesh_raw"]).all()
+
+
+@pytest.fixture(scope="module")
+def clip_720p(samples, tmp_path_factory):
+    """2 s of a sample scaled up to 1280x720 (H.264), made at run time: a source larger than its crops need."""
+    out = tmp_path_factory.mktemp("720p") / "hd.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(samples / "videos" / "liveportrait_d11.mp4"),
+                    "-t", "2", "-vf", "scale=-2:720,pad=1280:720:(ow-iw)/2:0", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-crf", "20", "-an", str(out)], check=True)
+    return out
+
+
+def test_a_large_source_is_decoded_once_at_the_size_its_crops_need(clip_720p, tmp_path, monkeypatch):
+    """50 frames of 720p are 138 MB as RGB. With a 100 MB cache they are held reduced to what a 128 px crop needs
+    (one decode after a one-frame look at the face); with no cache the first pass reads the detector's small copy
+    and the crop pass the full frames; a reduced copy that proves too small for a crop is decoded again at full
+    size. Every way gives the same clip as the full-size cache, the landmarks within a pixel of the crop."""
+    from posetalk_data.stages import facetrack
+
+    sizes = []
+    real = facetrack.video_frames
+    monkeypatch.setattr(facetrack, "video_frames",
+                        lambda record, size=None: (sizes.append(size), real(record, size=size))[1])
+    runs = {}
+    for name, mb in (("full", 1024), ("reduced", 100), ("twice", 0)):
+        sizes.clear()
+        runs[name] = (_facetrack(clip_720p, tmp_path / name, mb), list(sizes))
+    reduce = facetrack.FaceTrackStage._reduced_size
+    monkeypatch.setattr(facetrack.FaceTrackStage, "_reduced_size",       # half the size the crops need
+                        lambda self, record, size: tuple(s // 4 * 2 for s in reduce(self, record, size)))
+    sizes.clear()
+    runs["too small"] = (_facetrack(clip_720p, tmp_path / "small", 100), list(sizes))
+    assert runs["full"][1] == [None]
+    assert runs["reduced"][1][0] == (640, 360) and len(runs["reduced"][1]) == 2
+    assert runs["reduced"][1][1][0] < 640          # a 128 px crop of a ~300 px face needs less than the detector's
+    assert runs["twice"][1] == [(640, 360), None]
+    assert runs["too small"][1][2] is None and len(runs["too small"][1]) == 3
+    full = runs["full"][0]
+    for name in ("reduced", "twice", "too small"):
+        clip = runs[name][0]
+        assert len(clip.arrays["crop_box"]) == len(full.arrays["crop_box"]) == 50
+        assert np.abs(clip.arrays["crop_box"] - full.arrays["crop_box"]).max() < 4, name
+        px = np.linalg.norm(clip.arrays["mesh_raw"][..., :2] - full.arrays["mesh_raw"][..., :2], axis=-1) * 128
+        assert np.nanmean(px) < 1.0, (name, np.nanmean(px))

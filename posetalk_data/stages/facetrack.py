@@ -2,22 +2,25 @@
 
 Pass 1 decodes the video once, finds its hard scene cuts (posetalk_data.cuts) and detects faces (MediaPipe face
 detection, offline; a checked frame where the chosen model finds none is tried with the other one) on downscaled
-frames; it keeps the decoded frames when they fit in `frame_cache_mb` (so the crop pass decodes nothing; a longer
-video is decoded again and memory stays bounded). In each shot between the cuts, faces are linked into tracks and
-the dominant track (largest face, most often) is kept; dropouts up to `max_gap_s` are interpolated and each
-face-continuous span of at least `min_clip_s` becomes a clip. Every other frame of the video (a cut's trim, no
-face, a span too short, several faces under `multi_face: drop`, an undecodable tail) comes back as a record of kind
-"span" with the reason: a row of failures.parquet, so the time a build keeps and drops adds up to the source's.
-Pass 2 cuts a temporally smoothed square crop around that track from the full-resolution frames, runs the face mesh
-on each crop (`landmarks.MeshTracker`: the crop is at hand, so no frame is decoded again for it) and encodes it as
-the clip's `video.mp4` (x264 `preset`, a keyframe every `keyframe_s`, so the trainers can seek cheaply). Crops
-stay inside the frame (`fit_crop`): shifted when the frame has room, shrunk to the largest square that fits when it has not, padded
-only when even that would cut the face; a clip padded beyond `max_padded_fraction` is dropped with that reason.
+frames; it keeps the decoded frames when they fit in `frame_cache_mb` (so the crop pass decodes nothing), or, for a
+longer video, the frames reduced to the size its crops need when those fit (a 1080p frame is 6 MB, and a 512 px crop
+rarely needs all of it); else the video is decoded again and memory stays bounded. In each shot between the cuts,
+faces are linked into tracks and the dominant track (largest face, most often) is kept; dropouts up to `max_gap_s`
+are interpolated and each face-continuous span of at least `min_clip_s` becomes a clip. Every other frame of the
+video (a cut's trim, no face, a span too short, several faces under `multi_face: drop`, an undecodable tail) comes
+back as a record of kind "span" with the reason: a row of failures.parquet, so the time a build keeps and drops adds
+up to the source's. Pass 2 cuts a temporally smoothed square crop around that track from the full-resolution (or
+reduced) frames, runs the face mesh on each crop (`landmarks.MeshTracker`: the crop is at hand, so no frame is
+decoded again for it) and encodes it as the clip's `video.mp4` (x264 `preset`, a keyframe every `keyframe_s`, so the
+trainers can seek cheaply). Crops stay inside the frame (`fit_crop`): shifted when the frame has room, shrunk to the
+largest square that fits when it has not, padded only when even that would cut the face; a clip padded beyond
+`max_padded_fraction` is dropped with that reason.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import cv2
 import numpy as np
@@ -57,6 +60,19 @@ def tail(decoded: int, promised: int, end: float) -> list[tuple[int, int, str]]:
     if end - max(decoded, promised) > 2:
         out.append((max(decoded, promised), round(end), "no video (the audio runs past the video stream)"))
     return out
+
+
+def held_scale(frame: np.ndarray, record: ClipRecord) -> np.ndarray:
+    """x, y, side factors from source pixels to those of a cached `frame` (the source, or the source reduced)."""
+    kx, ky = frame.shape[1] / record.probe["width"], frame.shape[0] / record.probe["height"]
+    return np.array([kx, ky, min(kx, ky)])
+
+
+def held_too_small(frame: np.ndarray, record: ClipRecord, boxes: np.ndarray, size: int) -> bool:
+    """Whether a crop of `boxes` (cx, cy, side in source pixels) cut from the cached `frame`, which may be the
+    source reduced, would have fewer than `size` pixels across where the source has them."""
+    k = held_scale(frame, record)[2]
+    return k < 1 and float(np.min(boxes[:, 2])) * k < size
 
 
 class FaceTrackStage(Stage):
@@ -104,12 +120,19 @@ class FaceTrackStage(Stage):
         the same decode). `promised`: the frames the header promises."""
         w, h = record.probe["width"], record.probe["height"]
         size = detect_size(w, h, self.cfg.detect_max_side)
-        room = self.cfg.frame_cache_mb * 2 ** 20 // (w * h * 3)     # frames the cache holds
+        budget = self.cfg.frame_cache_mb * 2 ** 20
+        held = (w, h)          # the size of the frames the cache holds
+        if 0 < budget < promised * w * h * 3 and w * h > size[0] * size[1]:
+            held = self._reduced_size(record, size) or held
+        room = budget // (held[0] * held[1] * 3)     # frames the cache holds
         # a video whose header promises more frames is decoded twice from the start; one that lies is caught below
         cache: list[np.ndarray] | None = [] if 0 < promised <= room else None
+        # decoded twice, this pass needs only the detector's small copy: the decoder scales it in the same process
+        # (a 1080p frame is 6 MB through the pipe, its copy 0.7 MB), and the crop pass reads the full frames
+        decoded = size if cache is None else None if held == (w, h) else held
         cuts = CutDetector(self.cuts_cfg)
         out, n = [], 0
-        for n, frame in enumerate(video_frames(record), 1):
+        for n, frame in enumerate(video_frames(record, size=decoded), 1):
             if cache is not None and len(cache) < room:
                 cache.append(frame)
             elif cache is not None:
@@ -117,7 +140,7 @@ class FaceTrackStage(Stage):
             cuts(n - 1, frame)
             if (n - 1) % self.cfg.detect_every:
                 continue
-            small = frame if size == (w, h) else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            small = frame if frame.shape[1::-1] == size else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
             dets = []
             for d in self._faces(small):
                 r = d.location_data.relative_bounding_box
@@ -125,6 +148,25 @@ class FaceTrackStage(Stage):
                              float(d.score[0])))
             out.append((n - 1, dets))
         return n, out, cache, cuts.cuts
+
+    def _reduced_size(self, record: ClipRecord, size: tuple[int, int]) -> tuple[int, int] | None:
+        """For a video too long for the frame cache at full size: the size at which the crops would still get all
+        the pixels they need (crop_size across the smallest crop the first frame's faces suggest, with room for a
+        face a fifth smaller), or None where that is the full size or the first frame shows no face. The crop pass
+        checks the crops it really cuts and decodes the video again where one needs more."""
+        w, h = record.probe["width"], record.probe["height"]
+        first = video_frames(record, size=size)
+        frame = next(first, None)
+        first.close()                 # stops that decoder
+        if frame is None:
+            return None
+        sides = [max(d.location_data.relative_bounding_box.width * w, d.location_data.relative_bounding_box.height * h)
+                 for d in self._faces(frame)]
+        if not sides:
+            return None
+        crop = min(min(w, h), self.cfg.crop_scale * min(sides)) * 0.8
+        held = detect_size(w, h, math.ceil(max(w, h) * self.cfg.crop_size / crop))
+        return held if held[0] < w else None
 
     def _faces(self, small: np.ndarray) -> list:
         """The first model's detections, else the other model's (a face too large for the full-range model, or
@@ -231,16 +273,19 @@ class FaceTrackStage(Stage):
         """The crop pass over the cached frames, or a second decode: each span's crops are meshed and encoded as
         they are cut (spans never overlap)."""
         cfg, size = self.cfg, self.cfg.crop_size
+        if frames and any(held_too_small(frames[0], record, c.arrays["crop_box"], size) for c in clips):
+            frames = None            # a crop needs more pixels than the reduced frames hold: decode again
         writers = [VideoWriter(c.video, width=size, height=size, fps=VIDEO_FPS, crf=cfg.crf, preset=cfg.preset,
                                keyframe_every=max(1, round(cfg.keyframe_s * VIDEO_FPS))) for c in clips]
         meshes: list[list[np.ndarray]] = [[] for _ in clips]
+        scale = held_scale(frames[0], record) if frames else np.ones(3)
         try:
             for f, frame in enumerate(video_frames(record) if frames is None else frames):
                 for i, (a, b) in enumerate(found):
                     if a <= f < b:
                         if f == a:
                             self._mesh.reset()       # a new clip: never carry the last one's face over
-                        cx, cy, side = clips[i].arrays["crop_box"][f - a]
+                        cx, cy, side = clips[i].arrays["crop_box"][f - a] * scale
                         crop = cut_square(frame, cx, cy, side, size)[0]
                         meshes[i].append(self._mesh(crop))
                         writers[i].write(crop)

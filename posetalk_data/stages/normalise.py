@@ -16,10 +16,12 @@ from ..schema import ClipRecord
 from .base import ClipFailure, Resources, Stage
 
 
-def video_frames(record: ClipRecord, fps: int = 25) -> Iterator[np.ndarray]:
-    """The record's span of its source video as constant-fps RGB frames at full size (rotation applied)."""
+def video_frames(record: ClipRecord, fps: int = 25, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """The record's span of its source video as constant-fps RGB frames (rotation applied), at full size or scaled
+    to `size` (width, height) by the decoder. One decoder thread: a build runs one worker per core, and frame
+    threads there only add CPU (about a tenth more at 1080p) and contend with the other workers."""
     return read_frames(record.spec.path, fps=fps, start=record.start, duration=record.end - record.start,
-                       probed=(record.probe["width"], record.probe["height"]))
+                       size=size, probed=(record.probe["width"], record.probe["height"]), threads=1)
 
 
 def audio_source(record: ClipRecord, wav_beside: bool) -> Path | None:
