@@ -63,7 +63,7 @@ def build(
     """
     from . import storage
     from .build import build as run_build
-    from .build import check_out_dir, preflight
+    from .build import check_out_dir, preflight, process_started
     from .pipeline import VideoProcessor
     from .sources import DATASETS, source_plan
 
@@ -93,7 +93,7 @@ def build(
     try:
         result = run_build(plan.specs, out, cfg, source=src, root=plan.root, workers=workers, address=ray_address,
                            fresh=fresh, retry_failed=retry_failed, skipped=plan.skipped, console=console,
-                           processor=processor, sizes=plan.sizes)
+                           processor=processor, sizes=plan.sizes, started_at=process_started())
     except (FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     except storage_errors() as err:
@@ -123,6 +123,8 @@ def print_summary(result) -> None:
     for reason, n in result.reasons.most_common():
         table.add_row(f"  {reason}", str(n))
     table.add_row("wall time", f"{result.seconds:.1f} s")
+    if result.startup is not None:
+        table.add_row("start-up (command to first video)", f"{result.startup:.1f} s")
     table.add_row("throughput", f"{result.frames / max(result.seconds, 1e-6):.1f} frames/s")
     for stage, seconds in result.stage_seconds.items():
         table.add_row(f"  {stage} (worker time)", f"{seconds:.1f} s")

@@ -1,6 +1,7 @@
 """Crash safety: a build killed with SIGKILL and run again ends with the same manifest and shard bytes."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,10 +62,14 @@ def test_kill_9_then_resume_gives_identical_outputs(inputs, reference, tmp_path)
     assert not (out / "manifest.json").exists(), "the build finished before it could be killed"
     assert 2 <= len(list(markers.glob("*.json"))) < 4
 
+    began = time.time()
     assert run_build(inputs, out).wait() == 0
+    command_seconds = time.time() - began
     assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
     assert shard_bytes(out) == shard_bytes(reference)
     assert not list(out.rglob("*.tmp"))
+    # the resumed command's start-up: from its process's start to its first video's face tracking
+    assert 0 < json.loads((out / "timings.json").read_text())["startup_seconds"] < command_seconds
 
 
 @pytest.mark.parametrize("point, left", [
