@@ -168,12 +168,20 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
     pool = WorkerPool(cfg, workers=workers, address=address, videos=max(videos, 1),   # models load from here
                       processor=processor)
     written: dict[int, dict] = {}
-    try:
-        pool.start(todo, partial(write_group, out, root))    # the videos go to the workers at once ...
-        versions = {**package_versions(), **pool.versions()}   # ... while the model workers report their versions
+    versions: dict[str, str] = {}
+
+    def check_versions() -> None:
+        """Before the first shard is written (the model workers have loaded their models by then, while the videos
+        went ahead): staged clips of other model versions are never mixed in."""
+        versions.update({**package_versions(), **pool.versions()})
         staging.check_fingerprint({**fingerprint, "versions": versions})
+
+    try:
+        pool.start(todo, partial(write_group, out, root), before_writing=check_versions)  # the videos go out at once
         if todo:
             written = _run(videos, pool, result, console=console, started=started, started_at=started_at)
+        if not versions:    # nothing written by this run: the versions for the manifest, checked all the same
+            check_versions()
     except BaseException:
         pool.close()
         raise

@@ -74,7 +74,7 @@ def test_kill_9_then_resume_gives_identical_outputs(inputs, reference, tmp_path)
 
 @pytest.mark.parametrize("point, left", [
     ("write:posetalk-staging.json", ".staging/posetalk-staging.json.tmp"),   # the very first write of a build
-    ("write:build.json", ".staging/build.json.tmp"),          # start-up: workers up, no video finished yet
+    ("write:build.json", ".staging/build.json.tmp"),          # the versions checked, before the first shard
     ("write:posetalk-000001.tar", "shards/posetalk-000001.tar.tmp"),          # one shard written, the next half
     ("write:manifest.json", "manifest.json.tmp"),                             # everything but the manifest
 ])
