@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from .config import PipelineConfig
 from .pipeline import VideoProcessor, VideoResult, VideoSummary, part_of, worker_resources
@@ -25,6 +26,8 @@ from .schema import ClipRecord, VideoSpec
 from .shards import Group
 
 Writer = Callable[[Group, list[VideoResult]], dict]     # writes a group's shard, returns its record
+T = TypeVar("T")
+_owned = threading.Event()      # set while a Ray this module started (not one the caller started) is up
 
 
 def _ensure_ray(address: str | None, num_cpus: int | None):
@@ -36,7 +39,36 @@ def _ensure_ray(address: str | None, num_cpus: int | None):
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        _owned.set()
     return ray
+
+
+def start_ray_beside(work: Callable[[], T], *, address: str | None, workers: int | None) -> T:
+    """`work()` (the driver's own preparation: listing the sources, a dataset's metadata, the demo's videos) in a
+    thread while Ray starts in this one (Ray wants the main thread), so a command waits for the longer of the two,
+    not their sum. If `work` fails, a Ray started here is ended again. workers=0 (no Ray): just `work()`."""
+    if workers == 0:
+        return work()
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as prepare:
+        future = prepare.submit(work)
+        try:
+            _ensure_ray(address, None)
+        finally:
+            try:
+                result = future.result()
+            except BaseException:
+                end_ray()
+                raise
+    return result
+
+
+def end_ray() -> None:
+    """End a Ray this module started and no pool has ended yet (a command that stops before building)."""
+    if _owned.is_set():
+        import ray
+
+        _owned.clear()
+        ray.shutdown()
 
 
 def default_workers(address: str | None = None) -> int:
@@ -87,7 +119,7 @@ class WorkerPool:
             return
         import ray
 
-        self.owns_ray = not ray.is_initialized()    # a local Ray this pool starts, and so ends
+        self.owns_ray = _owned.is_set() or not ray.is_initialized()   # a Ray this module starts, the pool ends
         self.ray = _ensure_ray(address, None)
         self.video_part = part = "video" if cfg.models.pool else "all"
         need = worker_resources(part_of(self.plan.stages, part))
@@ -272,6 +304,7 @@ class WorkerPool:
             self.ray.kill(actor)
         self.actors, self.model_actors = [], []
         if self.processor is None and self.owns_ray and self._ending is None:
+            _owned.clear()
             self._ending = threading.Thread(target=self.ray.shutdown)
             self._ending.start()
         if wait:
