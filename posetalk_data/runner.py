@@ -27,6 +27,7 @@ from .shards import Group
 
 Writer = Callable[[Group, list[VideoResult]], dict]     # writes a group's shard, returns its record
 T = TypeVar("T")
+QUICK_S = 0.3     # a listing this quick needs no Ray started beside it
 _owned = threading.Event()      # set while a Ray this module started (not one the caller started) is up
 
 
@@ -46,11 +47,17 @@ def _ensure_ray(address: str | None, num_cpus: int | None):
 def start_ray_beside(work: Callable[[], T], *, address: str | None, workers: int | None) -> T:
     """`work()` (the driver's own preparation: listing the sources, a dataset's metadata, the demo's videos) in a
     thread while Ray starts in this one (Ray wants the main thread), so a command waits for the longer of the two,
-    not their sum. If `work` fails, a Ray started here is ended again. workers=0 (no Ray): just `work()`."""
+    not their sum. A quick `work` (or one failing at once: a mistyped folder) is waited for first, so a user's
+    mistake is told without starting Ray; if `work` fails later, a Ray started here is ended again. workers=0 (no
+    Ray): just `work()`."""
     if workers == 0:
         return work()
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as prepare:
         future = prepare.submit(work)
+        try:
+            return future.result(timeout=QUICK_S)
+        except TimeoutError:
+            pass
         try:
             _ensure_ray(address, None)
         finally:

@@ -73,3 +73,27 @@ def test_sources_inspect_on_real_metadata():
     assert json.loads(result.output)["counts"]["clips_annotated"] == 436
     refused = runner.invoke(app, ["sources", "inspect", "--src", "folder", "--root", str(root)])
     assert refused.exit_code == 2 and "hdtf" in said(refused)
+
+
+def test_a_listing_that_fails_while_ray_starts_ends_that_ray(tmp_path, monkeypatch):
+    """Ray starts beside a slow source listing; when the listing then fails (a user's mistake found late), the
+    command says so in one line and ends the Ray it started (none is left running in this process)."""
+    import time
+
+    import ray
+
+    import posetalk_data.sources
+
+    if ray.is_initialized():
+        pytest.skip("a Ray of this test session is up: the command would not start its own")
+
+    def slow_listing_that_fails(*args, **kwargs):
+        deadline = time.monotonic() + 120
+        while not ray.is_initialized() and time.monotonic() < deadline:   # Ray came up beside it
+            time.sleep(0.05)
+        raise ValueError(f"found something wrong late (Ray up: {ray.is_initialized()})")
+
+    monkeypatch.setattr(posetalk_data.sources, "source_plan", slow_listing_that_fails)
+    result = runner.invoke(app, ["build", "--src", "folder", "--input", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "found something wrong late (Ray up: True)" in said(result)
+    assert not ray.is_initialized()
