@@ -19,7 +19,6 @@ from . import __version__, storage
 from .config import PipelineConfig, output_settings
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
-from .report import write_report
 from .runner import WorkerPool, default_workers
 from .schema import SCHEMA_VERSION, VideoSpec
 from .shards import STAGING_DIR, Staging, is_staging, plan_groups, relative_source, write_group, write_outputs
@@ -151,7 +150,7 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
     if fresh and is_staging(storage.join(out, STAGING_DIR)):   # only a staging this tool made
         storage.remove(storage.join(out, STAGING_DIR), recursive=True)
     started = time.perf_counter()
-    import_in_background("webdataset")
+    import_in_background("webdataset", f"{__package__}.report")   # the report's matplotlib: not before Ray starts
     fingerprint = {"schema_version": SCHEMA_VERSION, "pipeline": output_settings(cfg)}
     staging = Staging(out)
     staging.check_fingerprint(fingerprint, partial=True)     # a changed config: refused before any work
@@ -196,6 +195,8 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
                                         skipped=skipped)
         result.seconds = time.perf_counter() - started
         write_timings(out, result)
+        from .report import write_report
+
         write_report(out)
     finally:
         pool.wait_closed()
