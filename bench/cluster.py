@@ -10,7 +10,8 @@ node, and reports:
 frames/s          : frames kept over the build's wall time (from build() to its manifest; workers' start included)
 start-up s        : from build() to the first video's face tracking (timings.json's startup_seconds)
 driver CPU s/clip : the driver process's CPU time (user + system, all its threads) during the build, over the clips
-driver MB         : the driver's peak resident memory (ru_maxrss), and its growth over the build per clip (kB)
+                    (its imports done before: fixed costs, not per clip)
+driver MB         : the driver's peak resident memory (ru_maxrss), and its growth during the build per clip (kB)
 driver kB/clip    : bytes the driver received from Ray (every ray.get, pickled size) over the clips: the target is no
                     media, only summaries and group records of a few kB
 in/out kB/frame   : source bytes read and shard bytes written per frame kept (what the store carries)
@@ -76,6 +77,7 @@ from posetalk_data.config import load_config
 from posetalk_data.sources import source_plan
 
 plan = source_plan("folder", src, out)
+import webdataset, posetalk_data.report    # what build() imports anyway: fixed costs, not per clip
 cpu0, rss0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = build(plan.specs, out, load_config(None, overrides), source="folder", root=plan.root, workers=nodes,
                address=cluster.address, sizes=plan.sizes)
