@@ -170,13 +170,14 @@ def scenarios(args, clips: list[Path]) -> list[dict]:
 def table(results: list[dict]) -> str:
     base = next((r["frames_per_s"] for r in results if r["nodes"] == 1 and r["store"] == "disk"), None)
     rows = [("scenario", "frames/s", "x 1-node disk", "per CPU", "start-up s", "drv CPU s/clip", "drv peak MB",
-             "drv kB/clip", "in kB/frame", "out kB/frame")]
+             "drv +kB/clip", "drv kB/clip", "in kB/frame", "out kB/frame")]
     for r in results:
         frames = max(r["frames"], 1)
         rows.append((f"{r['nodes']} node(s), {r['store']}", f"{r['frames_per_s']:.1f}",
                      f"{r['frames_per_s'] / base:.2f}" if base else "-", f"{r['frames_per_s'] / r['nodes']:.1f}",
                      "-" if r.get("startup_s") is None else f"{r['startup_s']:.1f}",
                      f"{r['driver_cpu_s_per_clip']:.3f}", f"{r['driver_peak_mb']:.0f}",
+                     f"{r['driver_growth_kb_per_clip']:.0f}",
                      f"{r['driver_kb_per_clip']:.1f}", f"{r['source_bytes'] / frames / 1024:.1f}",
                      f"{r['shard_bytes'] / frames / 1024:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
