@@ -146,8 +146,11 @@ def scenarios(args, clips: list[Path]) -> list[dict]:
             nodes, store = item.split(":")
             if store == "s3":
                 if server is None:
+                    import logging
+
                     from moto.server import ThreadedMotoServer
 
+                    logging.getLogger("werkzeug").setLevel(logging.WARNING)     # not a line per request
                     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
                     server.start()
                     env |= {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server._server.server_port}"}
