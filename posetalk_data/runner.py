@@ -39,7 +39,9 @@ def _ensure_ray(address: str | None, num_cpus: int | None):
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # "local": a Ray of its own; a bare ray.init() joins whatever cluster runs on this machine (a `ray start`,
+            # someone's test cluster) and loses it when that one stops
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         _owned.set()
     return ray
 
