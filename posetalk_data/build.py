@@ -19,7 +19,8 @@ from . import __version__, storage
 from .config import PipelineConfig, output_settings
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
-from .runner import WorkerPool, default_workers
+from .ray_start import default_workers
+from .runner import WorkerPool
 from .schema import SCHEMA_VERSION, VideoSpec
 from .shards import STAGING_DIR, Staging, is_staging, plan_groups, relative_source, write_group, write_outputs
 

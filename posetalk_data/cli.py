@@ -66,7 +66,7 @@ def build(
     from .build import build as run_build
     from .build import check_out_dir, preflight, process_started
     from .pipeline import VideoProcessor
-    from .runner import end_ray, start_ray_beside
+    from .ray_start import end_ray, start_ray_beside
     from .sources import DATASETS, source_plan
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)

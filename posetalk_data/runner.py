@@ -1,4 +1,4 @@
-"""The one module that knows Ray: runs the pipeline's VideoProcessor in a pool of actors.
+"""Runs the pipeline's VideoProcessor in a pool of Ray actors (ray_start.py gets the build its Ray).
 
 Each actor loads the models once (setup) and processes whole videos. The driver keeps a bounded number of videos in
 flight and learns of each only a small summary: the clips themselves go from the video worker to a model worker,
@@ -16,76 +16,16 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator
 
 from .config import PipelineConfig
 from .pipeline import VideoProcessor, VideoResult, VideoSummary, part_of, worker_resources
+from .ray_start import ensure_ray, owned
 from .schema import ClipRecord, VideoSpec
 from .shards import Group
 
 Writer = Callable[[Group, list[VideoResult]], dict]     # writes a group's shard, returns its record
-T = TypeVar("T")
-QUICK_S = 0.3     # a listing this quick needs no Ray started beside it
-_owned = threading.Event()      # set while a Ray this module started (not one the caller started) is up
-
-
-def _ensure_ray(address: str | None, num_cpus: int | None):
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # "local": a Ray of its own; a bare ray.init() joins whatever cluster runs on this machine (a `ray start`,
-            # someone's test cluster) and loses it when that one stops
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        _owned.set()
-    return ray
-
-
-def start_ray_beside(work: Callable[[], T], *, address: str | None, workers: int | None) -> T:
-    """`work()` (the driver's own preparation: listing the sources, a dataset's metadata, the demo's videos) in a
-    thread while Ray starts in this one (Ray wants the main thread), so a command waits for the longer of the two,
-    not their sum. A quick `work` (or one failing at once: a mistyped folder) is waited for first, so a user's
-    mistake is told without starting Ray; if `work` fails later, a Ray started here is ended again. workers=0 (no
-    Ray): just `work()`."""
-    if workers == 0:
-        return work()
-    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as prepare:
-        future = prepare.submit(work)
-        try:
-            return future.result(timeout=QUICK_S)
-        except TimeoutError:
-            pass
-        try:
-            _ensure_ray(address, None)
-        finally:
-            try:
-                result = future.result()
-            except BaseException:
-                end_ray()
-                raise
-    return result
-
-
-def end_ray() -> None:
-    """End a Ray this module started and no pool has ended yet (a command that stops before building)."""
-    if _owned.is_set():
-        import ray
-
-        _owned.clear()
-        ray.shutdown()
-
-
-def default_workers(address: str | None = None) -> int:
-    """One worker per CPU of the cluster (local: this machine)."""
-    if address:
-        ray = _ensure_ray(address, None)
-        return max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, os.cpu_count() or 1)
 
 
 class RayVideoProcessor(VideoProcessor):
@@ -128,8 +68,8 @@ class WorkerPool:
             return
         import ray
 
-        self.owns_ray = _owned.is_set() or not ray.is_initialized()   # a Ray this module starts, the pool ends
-        self.ray = _ensure_ray(address, None)
+        self.owns_ray = owned.is_set() or not ray.is_initialized()   # a Ray ray_start starts, the pool ends
+        self.ray = ensure_ray(address, None)
         self.video_part = part = "video" if cfg.models.pool else "all"
         need = worker_resources(part_of(self.plan.stages, part))
         self.video_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
@@ -313,7 +253,7 @@ class WorkerPool:
             self.ray.kill(actor)
         self.actors, self.model_actors = [], []
         if self.processor is None and self.owns_ray and self._ending is None:
-            _owned.clear()
+            owned.clear()
             self._ending = threading.Thread(target=self.ray.shutdown)
             self._ending.start()
         if wait:

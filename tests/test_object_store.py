@@ -133,8 +133,8 @@ build(specs, out, load_config(None, json.loads(sys.argv[3])), source="folder", r
       address=cluster.address, sizes=sizes, console=Console(file=log, width=200))
 ray.shutdown()
 
-from posetalk_data.runner import _ensure_ray     # a build without --ray-address, with this cluster still up
-local = _ensure_ray(None, 1).get_runtime_context().gcs_address
+from posetalk_data.ray_start import ensure_ray   # a build without --ray-address, with this cluster still up
+local = ensure_ray(None, 1).get_runtime_context().gcs_address
 print(json.dumps({"nodes": len(nodes), "cwds": cwds, "driver_cwd": here, "log": log.getvalue()[-3000:],
                   "cluster": cluster.address, "local": local}))
 ray.shutdown()
