@@ -6,7 +6,8 @@
 Both builds run `posetalk-data build --src folder --profile offline` from their own source tree (PYTHONPATH) with
 this venv's packages, on the sample clips linked again and again to --steady-min minutes of video, alternating
 (baseline, ours, baseline, ours, ...) so a drift of the machine hits both; prints frames/s of each (median of
---repeat) and the ratio ours / baseline.
+--repeat) and the ratio ours / baseline, and the median start-up (timings.json's startup_seconds: the command to
+the first video's face tracking; "-" for a tree that does not record it).
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def steady_folder(clips: Path, folder: Path, minutes: float) -> None:
             (folder / f"{i:02d}_{p.name}").symlink_to(p.resolve())
 
 
-def build(tree: Path, folder: Path, out: Path, extra: list[str]) -> tuple[float, int]:
-    """Wall seconds of one whole build process from `tree`, and the frames it kept."""
+def build(tree: Path, folder: Path, out: Path, extra: list[str]) -> tuple[float, int, float | None]:
+    """Wall seconds of one whole build process from `tree`, the frames it kept, and its start-up seconds."""
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(tree), "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
@@ -45,8 +46,8 @@ def build(tree: Path, folder: Path, out: Path, extra: list[str]) -> tuple[float,
                     "--out", str(out), "--profile", "offline", *extra], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tree)
     seconds = time.perf_counter() - started
-    frames = json.loads((out / "timings.json").read_text())["frames"]
-    return seconds, frames
+    timings = json.loads((out / "timings.json").read_text())
+    return seconds, timings["frames"], timings.get("startup_seconds")
 
 
 def main() -> None:
@@ -63,15 +64,17 @@ def main() -> None:
         folder = work / "in"
         folder.mkdir()
         steady_folder(args.input, folder, args.steady_min)
-        runs: dict[str, list[tuple[float, int]]] = {"baseline": [], "ours": []}
+        runs: dict[str, list[tuple[float, int, float | None]]] = {"baseline": [], "ours": []}
         for _ in range(args.repeat):
             for name, tree in (("baseline", args.baseline.resolve()), ("ours", REPO)):
                 runs[name].append(build(tree, folder, work / name, extra))
         rate = {}
         for name, rows in runs.items():
-            rate[name] = statistics.median(frames / seconds for seconds, frames in rows)
-            print(f"{name:<9} {rate[name]:7.1f} frames/s (median of {len(rows)}); runs: "
-                  + ", ".join(f"{s:.1f} s / {f} frames" for s, f in rows))
+            rate[name] = statistics.median(frames / seconds for seconds, frames, _ in rows)
+            startups = [up for *_, up in rows if up is not None]
+            startup = f"{statistics.median(startups):.1f} s" if startups else "-"
+            print(f"{name:<9} {rate[name]:7.1f} frames/s (median of {len(rows)}), start-up {startup}; runs: "
+                  + ", ".join(f"{s:.1f} s / {f} frames" for s, f, _ in rows))
         print(f"ratio ours / baseline: {rate['ours'] / rate['baseline']:.3f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

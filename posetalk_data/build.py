@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import threading
 import time
@@ -18,11 +19,12 @@ from . import __version__, storage
 from .config import PipelineConfig, output_settings
 from .media import ffmpeg_version, require_ffmpeg
 from .pipeline import VideoProcessor, check_wiring, describe
-from .report import write_report
-from .runner import WorkerPool, default_workers
+from .ray_start import default_workers
+from .runner import WorkerPool
 from .schema import SCHEMA_VERSION, VideoSpec
 from .shards import STAGING_DIR, Staging, is_staging, plan_groups, relative_source, write_group, write_outputs
 
+STARTUP_STAGE = "facetrack"     # start-up ends when the first video reaches face tracking (past its probe and audio)
 PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "scipy", "webdataset", "pyarrow", "ray",
             "face-alignment", "torch")
 
@@ -35,6 +37,7 @@ class BuildResult:
     frames: int = 0
     resumed: int = 0              # videos already done by an earlier run of the same build
     seconds: float = 0.0
+    startup: float | None = None  # seconds from the command (or the build() call) to the first video's STARTUP_STAGE
     stage_seconds: Counter = field(default_factory=Counter)   # worker time per stage, this run
     reasons: Counter = field(default_factory=Counter)
     manifest: dict = field(default_factory=dict)
@@ -48,6 +51,17 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def process_started() -> float:
+    """When this process started, on time.time()'s scale: a command's start-up includes the interpreter and the
+    imports before any code of ours runs. Linux: /proc/self/stat's start (clock ticks since boot); elsewhere now."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+    return time.time() - age
 
 
 def import_in_background(*modules: str) -> None:
@@ -118,12 +132,14 @@ def recorded_config(cfg: PipelineConfig) -> dict:
 def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root, workers: int | None = None,
           address: str | None = None, fresh: bool = False, retry_failed: bool = False, skipped: list[dict] = (),
           console: Console | None = None, processor: VideoProcessor | None = None,
-          sizes: dict[str, int] | None = None) -> BuildResult:
+          sizes: dict[str, int] | None = None, started_at: float | None = None) -> BuildResult:
     """Build (or resume building) OUT (a folder or a store URL) from the videos; a killed build rerun with the same
     arguments redoes only the shard groups it had not finished and ends with the same manifest and shards as an
     uninterrupted one. `skipped` are failure rows for clips the source adapter left out (they count as dropped);
     `processor`: one the caller built and preflighted already (the CLI does, before the source plan); `sizes`:
-    source bytes by path, when the source's listing gave them."""
+    source bytes by path, when the source's listing gave them; `started_at`: when the command started (time.time();
+    default: now), from which the start-up is measured."""
+    started_at = time.time() if started_at is None else started_at
     console = console or Console(stderr=True)
     out = storage.location(out)
     storage.configure(cfg.storage.options)
@@ -135,7 +151,7 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
     if fresh and is_staging(storage.join(out, STAGING_DIR)):   # only a staging this tool made
         storage.remove(storage.join(out, STAGING_DIR), recursive=True)
     started = time.perf_counter()
-    import_in_background("webdataset")
+    import_in_background("webdataset", f"{__package__}.report")   # the report's matplotlib: not before Ray starts
     fingerprint = {"schema_version": SCHEMA_VERSION, "pipeline": output_settings(cfg)}
     staging = Staging(out)
     staging.check_fingerprint(fingerprint, partial=True)     # a changed config: refused before any work
@@ -152,12 +168,20 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
     pool = WorkerPool(cfg, workers=workers, address=address, videos=max(videos, 1),   # models load from here
                       processor=processor)
     written: dict[int, dict] = {}
-    try:
-        pool.start(todo, partial(write_group, out, root))    # the videos go to the workers at once ...
-        versions = {**package_versions(), **pool.versions()}   # ... while the model workers report their versions
+    versions: dict[str, str] = {}
+
+    def check_versions() -> None:
+        """Before the first shard is written (the model workers have loaded their models by then, while the videos
+        went ahead): staged clips of other model versions are never mixed in."""
+        versions.update({**package_versions(), **pool.versions()})
         staging.check_fingerprint({**fingerprint, "versions": versions})
+
+    try:
+        pool.start(todo, partial(write_group, out, root), before_writing=check_versions)  # the videos go out at once
         if todo:
-            written = _run(videos, pool, result, console=console, started=started)
+            written = _run(videos, pool, result, console=console, started=started, started_at=started_at)
+        if not versions:    # nothing written by this run: the versions for the manifest, checked all the same
+            check_versions()
     except BaseException:
         pool.close()
         raise
@@ -172,6 +196,8 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
                                         skipped=skipped)
         result.seconds = time.perf_counter() - started
         write_timings(out, result)
+        from .report import write_report
+
         write_report(out)
     finally:
         pool.wait_closed()
@@ -180,13 +206,15 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
 
 def write_timings(out, result: BuildResult) -> None:
     """This run's worker time per stage, beside (not in) the manifest, which must not depend on timing."""
-    timings = {**result.stage_seconds, "frames": result.frames, "wall_seconds": round(result.seconds, 3)}
+    timings = {**result.stage_seconds, "frames": result.frames, "wall_seconds": round(result.seconds, 3),
+               **({"startup_seconds": round(result.startup, 3)} if result.startup is not None else {})}
     storage.write_json(storage.join(out, "timings.json"), timings, sort_keys=False)
 
 
-def _run(videos: int, pool: WorkerPool, result: BuildResult, *, console: Console, started: float
-         ) -> dict[int, dict]:
-    """Follow the workers: progress per video, and the records of the groups written (by group number)."""
+def _run(videos: int, pool: WorkerPool, result: BuildResult, *, console: Console, started: float,
+         started_at: float) -> dict[int, dict]:
+    """Follow the workers: progress per video, the start-up (to the earliest STARTUP_STAGE a worker began), and
+    the records of the groups written (by group number)."""
     nodes = pool.nodes()
     if nodes:
         console.print(f"{len(nodes)} workers on {len(set(nodes))} Ray node(s)")
@@ -202,6 +230,9 @@ def _run(videos: int, pool: WorkerPool, result: BuildResult, *, console: Console
             spec, summary = event
             done += 1
             result.stage_seconds.update(summary.seconds)
+            if STARTUP_STAGE in summary.began:      # workers' clocks: on a cluster, as good as the nodes' sync
+                first = summary.began[STARTUP_STAGE] - started_at
+                result.startup = first if result.startup is None else min(result.startup, first)
             for clip in summary.clips:
                 if clip["unit"] == "span":   # frames no clip holds: listed, but no clip was dropped
                     continue

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -63,8 +64,9 @@ def build(
     """
     from . import storage
     from .build import build as run_build
-    from .build import check_out_dir, preflight
+    from .build import check_out_dir, preflight, process_started
     from .pipeline import VideoProcessor
+    from .ray_start import end_ray, start_ray_beside
     from .sources import DATASETS, source_plan
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
@@ -75,14 +77,16 @@ def build(
         storage.configure(cfg.storage.options)
         check_out_dir(out)                  # before the source writes anything (the demo writes its videos)
         processor = VideoProcessor(cfg)
-        preflight(processor)                # missing ffmpeg or weights: fail now, before any clip
-        plan = source_plan(src, root or input_dir, out, **source_options(src, download, view))
+        preflight(processor)                # missing ffmpeg or weights: fail now, before any clip (and Ray)
+        listing = partial(source_plan, src, root or input_dir, out, **source_options(src, download, view))
+        plan = start_ray_beside(listing, address=ray_address, workers=workers)   # the two at once
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
     except storage_errors() as err:
         fail(f"cannot reach {out if storage.is_url(out) else input_dir or root}: {type(err).__name__}: {err}",
              "Check the URL, the credentials (AWS_* variables, ~/.aws) and the endpoint (AWS_ENDPOINT_URL).")
     if not plan.specs:
+        end_ray()
         hint = (f"Datasets: `posetalk-data sources inspect --src {src} --root DIR` says what is there and what is "
                 "missing." if src in DATASETS else
                 "Videos are found by suffix (.mp4 .mov .mkv .mpg .webm ...), in subfolders too.")
@@ -93,11 +97,13 @@ def build(
     try:
         result = run_build(plan.specs, out, cfg, source=src, root=plan.root, workers=workers, address=ray_address,
                            fresh=fresh, retry_failed=retry_failed, skipped=plan.skipped, console=console,
-                           processor=processor, sizes=plan.sizes)
+                           processor=processor, sizes=plan.sizes, started_at=process_started())
     except (FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     except storage_errors() as err:
         fail(f"writing {out} failed: {type(err).__name__}: {err}", "Run the same command again to resume.")
+    finally:
+        end_ray()       # a build stopped before its workers started (the pool ends Ray otherwise)
     print_summary(result)
     if strict and result.dropped:
         console.print(f"[bold red]--strict:[/] {result.dropped} clip(s) dropped")
@@ -123,6 +129,8 @@ def print_summary(result) -> None:
     for reason, n in result.reasons.most_common():
         table.add_row(f"  {reason}", str(n))
     table.add_row("wall time", f"{result.seconds:.1f} s")
+    if result.startup is not None:
+        table.add_row("start-up (command to first video)", f"{result.startup:.1f} s")
     table.add_row("throughput", f"{result.frames / max(result.seconds, 1e-6):.1f} frames/s")
     for stage, seconds in result.stage_seconds.items():
         table.add_row(f"  {stage} (worker time)", f"{seconds:.1f} s")

@@ -94,11 +94,12 @@ def describe(stages: list[Stage]) -> Table:
 class VideoResult:
     records: list[ClipRecord]
     seconds: dict[str, float] = field(default_factory=dict)   # stage name -> seconds spent on this video
+    began: dict[str, float] = field(default_factory=dict)     # stage name -> when it began on this video (time.time)
 
     def summary(self) -> "VideoSummary":
         return VideoSummary([{"ok": r.ok, "unit": r.meta.get("unit"), "frames": round((r.end - r.start) * VIDEO_FPS),
                               "error": None if r.ok else ": ".join(next(iter(r.errors.items())))}
-                             for r in self.records], dict(self.seconds))
+                             for r in self.records], dict(self.seconds), dict(self.began))
 
 
 @dataclass
@@ -107,6 +108,7 @@ class VideoSummary:
     records themselves go from worker to worker, and to the task writing the shard, by object reference)."""
     clips: list[dict]
     seconds: dict[str, float]
+    began: dict[str, float] = field(default_factory=dict)   # wall clock: the build's start-up is measured with it
 
     @property
     def kept(self) -> int:
@@ -184,6 +186,7 @@ class VideoProcessor:
 
     def _run(self, result: VideoResult) -> VideoResult:
         for stage in self.stages:
+            result.began.setdefault(stage.name, time.time())
             started = time.perf_counter()
             result.records = stage.process_batch(result.records)
             result.seconds[stage.name] = result.seconds.get(stage.name, 0.0) + time.perf_counter() - started

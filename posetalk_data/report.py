@@ -28,7 +28,7 @@ from .reading import read_table, safe_samples, selection, shard_location
 
 MAX_CLIPS = 300
 THUMB_PX = 192
-TIMING_EXTRAS = ("frames", "wall_seconds")  # keys of `timings` that are not stages
+TIMING_EXTRAS = ("frames", "wall_seconds", "startup_seconds")  # keys of `timings` that are not stages
 AXIS_COLOURS = ((0, 0, 230), (0, 170, 0), (230, 60, 0))  # BGR: face x (red), y (green), z / nose (blue)
 
 # Set data-rendered on <body> once every image has decoded: a headless browser's dumped DOM then shows it.

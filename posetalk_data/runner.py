@@ -1,4 +1,4 @@
-"""The one module that knows Ray: runs the pipeline's VideoProcessor in a pool of actors.
+"""Runs the pipeline's VideoProcessor in a pool of Ray actors (ray_start.py gets the build its Ray).
 
 Each actor loads the models once (setup) and processes whole videos. The driver keeps a bounded number of videos in
 flight and learns of each only a small summary: the clips themselves go from the video worker to a model worker,
@@ -6,43 +6,25 @@ and on to the task that writes their shard group, by object reference (Ray moves
 passes through the driver and no node reads another's disk. `workers=0` runs everything in this process
 (debugging, profiling).
 
-The pool starts its actors, and has them load their models, as soon as it is made, and hands out the videos at
-once; the driver takes the speech and text models' versions from a model worker, which has loaded them anyway,
-rather than loading them a second time itself.
+The pool starts its video actors, and has them load their models, as soon as it is made, and hands out the videos
+at once. The model actors start with the first clips for them: loading the speech and text models (torch,
+transformers: seconds of CPU) would otherwise hold back the first videos on a small machine. The driver takes those
+models' versions from a model worker, which has loaded them anyway, rather than loading them a second time itself,
+and checks them before the first shard is written.
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .config import PipelineConfig
 from .pipeline import VideoProcessor, VideoResult, VideoSummary, part_of, worker_resources
+from .ray_start import ensure_ray, owned
 from .schema import ClipRecord, VideoSpec
 from .shards import Group
 
 Writer = Callable[[Group, list[VideoResult]], dict]     # writes a group's shard, returns its record
-
-
-def _ensure_ray(address: str | None, num_cpus: int | None):
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    return ray
-
-
-def default_workers(address: str | None = None) -> int:
-    """One worker per CPU of the cluster (local: this machine)."""
-    if address:
-        ray = _ensure_ray(address, None)
-        return max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, os.cpu_count() or 1)
 
 
 class RayVideoProcessor(VideoProcessor):
@@ -77,6 +59,7 @@ class WorkerPool:
     def __init__(self, cfg: PipelineConfig, *, workers: int, address: str | None = None,
                  videos: int | None = None, processor: VideoProcessor | None = None):
         self.cfg, self.processor, self.actors, self.model_actors, self.node_refs = cfg, None, [], [], []
+        self.versions_ref = None
         self.plan = processor or VideoProcessor(cfg)    # the driver's stages: worker sizes and versions
         self._ending: threading.Thread | None = None
         if workers == 0:
@@ -84,17 +67,16 @@ class WorkerPool:
             return
         import ray
 
-        self.owns_ray = not ray.is_initialized()    # a local Ray this pool starts, and so ends
-        self.ray = _ensure_ray(address, None)
+        self.owns_ray = owned.is_set() or not ray.is_initialized()   # a Ray ray_start starts, the pool ends
+        self.ray = ensure_ray(address, None)
         self.video_part = part = "video" if cfg.models.pool else "all"
         need = worker_resources(part_of(self.plan.stages, part))
         self.video_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
                                                                     scheduling_strategy="SPREAD")
         self.actors = [self._start(self.video_cls, part) for _ in range(max(1, min(workers, videos or workers)))]
-        if cfg.models.pool:
+        if cfg.models.pool:     # its actors start with the first clips for them (_model_workers)
             self.model_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=cfg.models.cpus,
                                                                         num_gpus=cfg.models.gpus)
-            self.model_actors = [self._start(self.model_cls, "models") for _ in range(cfg.models.workers)]
         # no CPU reserved: the video actors hold every core for the build, and a writer mostly waits on its store
         self.write_task = self.ray.remote(_write_group).options(num_cpus=0, max_retries=1)
 
@@ -103,15 +85,28 @@ class WorkerPool:
         actor.setup.remote()            # the models load now, while the driver gets on with its part
         if part != "models":            # asked now: an actor answers in order, after any video it was given
             self.node_refs.append(actor.node_id.remote())
+        elif self.versions_ref is None:     # asked now: answered with the models loaded, before any clip of theirs
+            self.versions_ref = actor.versions.remote()
         return actor
+
+    def _model_workers(self) -> list:
+        if not self.model_actors:
+            self.model_actors = [self._start(self.model_cls, "models") for _ in range(self.cfg.models.workers)]
+        return self.model_actors
 
     def versions(self) -> dict[str, str]:
         """The stages' versions: the video stages' from this process (no model of theirs is loaded for it), the
-        model stages' from a model worker, which has loaded the models anyway and has no video ahead of this
-        question (without a model pool, or in-process, this process loads them)."""
-        if not self.model_actors:
+        model stages' from a model worker, which has loaded the models anyway (without a model pool, or in-process,
+        this process loads them)."""
+        if self.processor is not None or not self.cfg.models.pool:
             return self.plan.versions()
-        return {**self.plan.versions("video"), **self.ray.get(self.model_actors[0].versions.remote())}
+        self._model_workers()
+        try:
+            models = self.ray.get(self.versions_ref)
+        except self.ray.exceptions.RayError:      # that worker died (and was replaced): ask a live one
+            self.versions_ref = self.model_actors[0].versions.remote()
+            models = self.ray.get(self.versions_ref)
+        return {**self.plan.versions("video"), **models}
 
     def nodes(self) -> list[str]:
         """The Ray node id of each video worker started ([] in-process; a worker already dead is left out)."""
@@ -123,11 +118,13 @@ class WorkerPool:
                 pass
         return out
 
-    def start(self, groups: Iterable[Group], write: Writer) -> None:
+    def start(self, groups: Iterable[Group], write: Writer, before_writing: Callable[[], None] = lambda: None
+              ) -> None:
         """Hand the groups' videos to the workers now: group by group (a group's clips wait in the object store until
         its last video is done, so few groups are open at once), the longest video of a group first (no worker is
-        left with a long video while the others idle). `write(group, results)` runs where a group finishes."""
-        self.groups, self.write = list(groups), write
+        left with a long video while the others idle). `write(group, results)` runs where a group finishes;
+        `before_writing()` runs here once, before the first group is written (it may raise to stop the build)."""
+        self.groups, self.write, self.before_writing = list(groups), write, before_writing
         if self.processor is not None:
             return
         self.group_of = {id(spec): group for group in self.groups for spec in group.specs}
@@ -149,6 +146,7 @@ class WorkerPool:
                 for spec in group.specs:
                     results.append(self.processor(spec))
                     yield "video", (spec, results[-1].summary())
+                self._first_write()
                 yield "group", (group, self.write(group, results))
             return
         ready: list[tuple] = []     # (spec, result reference, summary) waiting for a model worker
@@ -171,7 +169,7 @@ class WorkerPool:
             if kind == "video":
                 self._submit_video(actor)
                 spec, ref = work
-                if self.model_actors and answer.kept:
+                if self.cfg.models.pool and answer.kept:
                     ready.append((spec, ref, answer))
                 else:
                     yield from self._finished(spec, ref, answer)
@@ -191,7 +189,13 @@ class WorkerPool:
         if not self.left[group.index]:
             self._submit_write(group, [self.final.pop(id(s)) for s in group.specs])
 
+    def _first_write(self) -> None:
+        if self.before_writing is not None:
+            self.before_writing, check = None, self.before_writing
+            check()
+
     def _submit_write(self, group: Group, refs: list) -> None:
+        self._first_write()
         task = self.write_task.remote(self.write, self.cfg.storage.options, group, *refs)
         self.pending[task] = ("write", None, (group, refs))
 
@@ -205,7 +209,7 @@ class WorkerPool:
         """To `actor`, or to the least loaded model worker."""
         if actor is None:
             busy = [kind_actor[1] for kind_actor in self.pending.values() if kind_actor[0] == "models"]
-            actor = min(self.model_actors, key=busy.count)
+            actor = min(self._model_workers(), key=busy.count)
         summaries, *results = actor.models.options(num_returns=len(batch) + 1).remote(*[r for _, r, _ in batch])
         self.pending[summaries] = ("models", actor, (batch, results))
 
@@ -248,6 +252,7 @@ class WorkerPool:
             self.ray.kill(actor)
         self.actors, self.model_actors = [], []
         if self.processor is None and self.owns_ray and self._ending is None:
+            owned.clear()
             self._ending = threading.Thread(target=self.ray.shutdown)
             self._ending.start()
         if wait:

@@ -55,6 +55,14 @@ def test_every_sample_clip_becomes_a_sample(built, samples):
     assert not missing, f"dropped: {[f for f in failures if f['video_id'] in missing]}"
 
 
+def test_the_build_records_its_start_up(built):
+    """Seconds from the build's start to the first video's face tracking on a Ray worker, beside the stage times
+    (how short it is is a matter for the benches, bench/cluster.py and bench/versus.py, not for a timed test)."""
+    timings = json.loads((built[0] / "timings.json").read_text())
+    assert 0 < timings["startup_seconds"] < timings["wall_seconds"]
+    assert built[1].startup == pytest.approx(timings["startup_seconds"], abs=1e-3)
+
+
 def test_crops_of_head_and_shoulders_videos_have_no_black_bars(built, tmp_path):
     """The sample videos are already head-and-shoulders framings: every crop fits inside the frame (no padding,
     no flag), and the crop's border pixels are picture, not black."""

@@ -73,3 +73,40 @@ def test_sources_inspect_on_real_metadata():
     assert json.loads(result.output)["counts"]["clips_annotated"] == 436
     refused = runner.invoke(app, ["sources", "inspect", "--src", "folder", "--root", str(root)])
     assert refused.exit_code == 2 and "hdtf" in said(refused)
+
+
+LATE_FAILING_LISTING = r"""
+import sys, time
+import ray
+import posetalk_data.sources
+from typer.testing import CliRunner
+from posetalk_data.cli import app
+
+def listing_that_fails_late(*args, **kwargs):
+    deadline = time.monotonic() + 120
+    while not ray.is_initialized() and time.monotonic() < deadline:    # Ray came up beside it
+        time.sleep(0.05)
+    raise ValueError(f"found something wrong late (Ray up: {ray.is_initialized()})")
+
+posetalk_data.sources.source_plan = listing_that_fails_late
+result = CliRunner().invoke(app, sys.argv[1:])
+print(result.exit_code, " ".join(result.output.split()), "| Ray up after:", ray.is_initialized())
+"""
+
+
+def test_a_listing_that_fails_while_ray_starts_ends_that_ray(tmp_path):
+    """Ray starts beside a slow source listing; when the listing then fails (a user's mistake found late), the
+    command says so in one line and ends the Ray it started (none is left running in its process). In a process of
+    its own: this session's Ray would otherwise be the one found up."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["build", "--src", "folder", "--input", str(tmp_path), "--out", str(tmp_path / "o")]
+    run = subprocess.run([sys.executable, "-c", LATE_FAILING_LISTING, *args], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert run.returncode == 0, run.stderr[-2000:]
+    said_ = run.stdout.strip().splitlines()[-1]
+    assert said_.startswith("2 ") and "found something wrong late (Ray up: True)" in said_, said_
+    assert said_.endswith("| Ray up after: False"), said_

@@ -215,7 +215,12 @@ specs, sizes = url_specs(src)
 log = io.StringIO()
 build(specs, out, load_config(None, json.loads(sys.argv[3])), source="folder", root=src, workers=2,
       address=cluster.address, sizes=sizes, console=Console(file=log, width=200))
-print(json.dumps({"nodes": len(nodes), "cwds": cwds, "driver_cwd": here, "log": log.getvalue()[-3000:]}))
+ray.shutdown()
+
+from posetalk_data.ray_start import ensure_ray   # a build without --ray-address, with this cluster still up
+local = ensure_ray(None, 1).get_runtime_context().gcs_address
+print(json.dumps({"nodes": len(nodes), "cwds": cwds, "driver_cwd": here, "log": log.getvalue()[-3000:],
+                  "cluster": cluster.address, "local": local}))
 ray.shutdown()
 cluster.shutdown()
 """
@@ -234,6 +239,7 @@ def test_two_node_cluster_builds_s3_to_s3_with_the_same_bytes(grid_bucket, local
     assert report["nodes"] == 2 and len(set(report["cwds"])) == 2
     assert "2 workers on 2 Ray node(s)" in report["log"], report["log"]
     assert outputs(out) == outputs(local_build)
+    assert report["local"] != report["cluster"]     # a local build starts its own Ray, never joins this cluster
 
 
 CELEBV_CLIP, CELEBV_OTHER = "WDapzpFJ50U_2_0", "oC9r-CTbToE_0_0"        # two entries of the real clip info

@@ -1,6 +1,7 @@
 """Crash safety: a build killed with SIGKILL and run again ends with the same manifest and shard bytes."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,15 +62,19 @@ def test_kill_9_then_resume_gives_identical_outputs(inputs, reference, tmp_path)
     assert not (out / "manifest.json").exists(), "the build finished before it could be killed"
     assert 2 <= len(list(markers.glob("*.json"))) < 4
 
+    began = time.time()
     assert run_build(inputs, out).wait() == 0
+    command_seconds = time.time() - began
     assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
     assert shard_bytes(out) == shard_bytes(reference)
     assert not list(out.rglob("*.tmp"))
+    # the resumed command's start-up: from its process's start to its first video's face tracking
+    assert 0 < json.loads((out / "timings.json").read_text())["startup_seconds"] < command_seconds
 
 
 @pytest.mark.parametrize("point, left", [
     ("write:posetalk-staging.json", ".staging/posetalk-staging.json.tmp"),   # the very first write of a build
-    ("write:build.json", ".staging/build.json.tmp"),          # start-up: workers up, no video finished yet
+    ("write:build.json", ".staging/build.json.tmp"),          # the versions checked, before the first shard
     ("write:posetalk-000001.tar", "shards/posetalk-000001.tar.tmp"),          # one shard written, the next half
     ("write:manifest.json", "manifest.json.tmp"),                             # everything but the manifest
 ])

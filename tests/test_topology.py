@@ -11,7 +11,7 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 import ray
-ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
 from posetalk_data.build import build
 from posetalk_data.config import load_config
 from posetalk_data.runner import WorkerPool

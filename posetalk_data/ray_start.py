@@ -1,0 +1,71 @@
+"""How a build gets its Ray: a local one of its own, or the cluster at --ray-address; started beside the driver's
+listing of its sources, and ended by whoever started it (the worker pool, or a command that stops before
+building)."""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+QUICK_S = 0.3     # a listing this quick needs no Ray started beside it
+owned = threading.Event()      # set while a Ray this module started (not one the caller started) is up
+
+
+def ensure_ray(address: str | None, num_cpus: int | None):
+    """This process's Ray: the one up already, else the cluster at `address`, else a new local one."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            # "local": a Ray of its own; a bare ray.init() joins whatever cluster runs on this machine (a `ray start`,
+            # someone's test cluster) and loses it when that one stops
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        owned.set()
+    return ray
+
+
+def start_ray_beside(work: Callable[[], T], *, address: str | None, workers: int | None) -> T:
+    """`work()` (the driver's own preparation: listing the sources, a dataset's metadata, the demo's videos) in a
+    thread while Ray starts in this one (Ray wants the main thread), so a command waits for the longer of the two,
+    not their sum. A quick `work` (or one failing at once: a mistyped folder) is waited for first, so a user's
+    mistake is told without starting Ray; if `work` fails later, a Ray started here is ended again. workers=0 (no
+    Ray): just `work()`."""
+    if workers == 0:
+        return work()
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as prepare:
+        future = prepare.submit(work)
+        try:
+            return future.result(timeout=QUICK_S)
+        except TimeoutError:
+            pass
+        try:
+            ensure_ray(address, None)
+        finally:
+            try:
+                result = future.result()
+            except BaseException:
+                end_ray()
+                raise
+    return result
+
+
+def end_ray() -> None:
+    """End a Ray this module started and no pool has ended yet (a command that stops before building)."""
+    if owned.is_set():
+        import ray
+
+        owned.clear()
+        ray.shutdown()
+
+
+def default_workers(address: str | None = None) -> int:
+    """One worker per CPU of the cluster (local: this machine)."""
+    if address:
+        ray = ensure_ray(address, None)
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, os.cpu_count() or 1)
