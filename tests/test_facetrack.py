@@ -179,3 +179,23 @@ def test_a_large_source_is_decoded_once_at_the_size_its_crops_need(clip_720p, tm
         assert np.abs(clip.arrays["crop_box"] - full.arrays["crop_box"]).max() < 4, name
         px = np.linalg.norm(clip.arrays["mesh_raw"][..., :2] - full.arrays["mesh_raw"][..., :2], axis=-1) * 128
         assert np.nanmean(px) < 1.0, (name, np.nanmean(px))
+
+
+def test_a_build_without_scenedetect_stops_in_one_line_before_any_work(samples, tmp_path):
+    """scenedetect is installed --no-deps by `make setup`, so a plain wheel install can lack it: the preflight names
+    it and the way out, before Ray starts; with cuts.detector=none the same build needs no scenedetect."""
+    import sys
+
+    hide = ("import sys\n"
+            "sys.modules['scenedetect'] = None\n"       # what an absent package looks like to find_spec
+            "from posetalk_data.cli import app\n"
+            "app()\n")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "grid.mpg").symlink_to(samples / "videos" / "grid_lbbc2a.mpg")
+    run = subprocess.run([sys.executable, "-c", hide, "build", "--src", "folder", "--input", str(folder),
+                          "--out", str(tmp_path / "out"), "--profile", "offline"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "PySceneDetect" in run.stderr and "cuts.detector=none" in run.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import math
 
 import cv2
@@ -92,6 +93,13 @@ class FaceTrackStage(Stage):
 
     def outputs(self) -> list[str]:
         return ["video", "crop_box", "span", "mesh_raw"]
+
+    def check(self) -> None:
+        """Fail before any work when the cut detector's library is missing (a wheel install without `make setup`:
+        scenedetect is installed --no-deps, so pip does not pull it in)."""
+        if self.cuts_cfg.detector != "none" and importlib.util.find_spec("scenedetect") is None:
+            raise RuntimeError("PySceneDetect (scene cuts) is not installed: run `pip install --no-deps "
+                               "scenedetect==0.7.2 platformdirs` (make setup does), or set cuts.detector=none")
 
     def setup(self) -> None:
         import mediapipe as mp
