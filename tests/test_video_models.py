@@ -16,7 +16,7 @@ from posetalk_models.train.config import load_train_config, shipped
 from posetalk_models.data.frames import TOPOLOGIES, FrameConfig, decode_frames, frame_loader, masks
 from posetalk_models.runs import load_cascade
 from posetalk_models.data.stream import npy
-from posetalk_models.train.video import train_coarse
+from posetalk_models.train.coarse import train_coarse
 
 from conftest import TINY_VIDEO
 
