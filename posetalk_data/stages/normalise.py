@@ -18,6 +18,8 @@ from .base import ClipFailure, Resources, Stage
 
 def video_frames(record: ClipRecord, fps: int = 25) -> Iterator[np.ndarray]:
     """The record's span of its source video as constant-fps RGB frames at full size (rotation applied)."""
+    if record.frames is not None:       # frames held in memory (ClipRecord.frames, 25 fps): the span's, no decode
+        return iter(record.frames[round(record.start * fps):round(record.end * fps)])
     return read_frames(record.spec.path, fps=fps, start=record.start, duration=record.end - record.start,
                        probed=(record.probe["width"], record.probe["height"]))
 
