@@ -87,7 +87,8 @@ def strip_png(run: Path, held: Path, path: Path) -> None:
     """real | copy-source | CoarseNet | RefineNet on the first held-out clip, self-reenacted."""
     import numpy as np
 
-    from posetalk_models.evaluate.video import clips, strip
+    from posetalk_models.evaluate.clips import clips
+    from posetalk_models.evaluate.report import strip
     from posetalk_models.runs import load_cascade
     from posetalk_models.generate.render import render, source_tensor
 
