@@ -4,8 +4,8 @@ pipeline's own stages, so generation and evaluation see faces exactly as the tra
 probe -> facetrack (detection, crop) -> landmarks (MediaPipe mesh) -> headpose (pose, gaze): the stages of
 posetalk_data.pipeline, with the crop settings of the generator's training build. A portrait is read as a short
 still video; frames held in memory (a generated video being scored) go to the stages as they are, without an mp4
-(posetalk_data.schema.ClipRecord.frames). What fails a clip in a build (no face, several faces under a `drop` policy, an unreadable file) is a
-ValueError here, with the stage's reason.
+(posetalk_data.schema.ClipRecord.frames). What fails a clip in a build (no face, several faces under a `drop`
+policy, an unreadable file) is a ValueError here, with the stage's reason.
 """
 from __future__ import annotations
 
