@@ -57,15 +57,16 @@ def prep() -> None:
 
 def stage_run(stage: str, manifest: Path, held: Path, out: Path, seconds: float, extra: list[str], **kw) -> dict:
     """Train a stage for about `seconds` (speed measured over its first 20 steps); its figures."""
-    from posetalk_models.train import video as train_video
+    from posetalk_models.train.coarse import train_coarse
     from posetalk_models.train.config import load_train_config, shipped
+    from posetalk_models.train.refine import train_refine
 
     def config(steps: int):
         return load_train_config(stage, shipped(stage), [
             "loss.perceptual=0", f"loop.max_steps={steps}", f"loop.ckpt_every={steps}", "loop.log_every=10",
             "loop.progress=false", "loop.num_workers=8", *extra])
 
-    train = {"coarse": train_video.train_coarse, "refine": train_video.train_refine}[stage]
+    train = {"coarse": train_coarse, "refine": train_refine}[stage]
     started = time.perf_counter()
     train(manifest, out, config(20), **kw)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -86,7 +87,8 @@ def strip_png(run: Path, held: Path, path: Path) -> None:
     """real | copy-source | CoarseNet | RefineNet on the first held-out clip, self-reenacted."""
     import numpy as np
 
-    from posetalk_models.evaluate.video import clips, strip
+    from posetalk_models.evaluate.clips import clips
+    from posetalk_models.evaluate.report import strip
     from posetalk_models.runs import load_cascade
     from posetalk_models.generate.render import render, source_tensor
 

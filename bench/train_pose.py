@@ -85,28 +85,24 @@ def train_windows_per_s(name: str, objective, batches: list[dict], loop, warmup:
 
 
 def vae_objective(cfg, manifest: Path):
+    """The VAE objective as train_vae builds it (pose_vae.make_objective), with the manifest's pose statistics."""
     from posetalk_models.data.windows import pose_stats
-    from posetalk_models.train.pose_vae import VAEObjective
     from posetalk_models.train.loop import pick_device
-    from posetalk_models.nets.vae import PoseVAE
+    from posetalk_models.train.pose_vae import make_objective
 
     stats = pose_stats(manifest, window=cfg.data.window, translation=cfg.data.translation)
-    return VAEObjective(PoseVAE(cfg.model).to(pick_device(cfg.loop.device)), stats), stats
+    return make_objective(cfg, stats).to(pick_device(cfg.loop.device)), stats
 
 
 def pld_objective(cfg, vae_cfg, stats: dict, first: dict):
-    """The PLD objective as train_pld builds it, over a random-init VAE of the default size."""
-    from posetalk_models.nets.pld import PoseLatentDiffusion
-    from posetalk_models.train.pose_pld import PLDObjective
-    from posetalk_models.train.loop import pick_device
+    """The PLD objective as train_pld builds it (pose_pld.make_objective), over a random-init VAE of the default
+    size."""
     from posetalk_models.nets.vae import PoseVAE
+    from posetalk_models.train.loop import pick_device
+    from posetalk_models.train.pose_pld import make_objective, measured_sizes
 
-    device = pick_device(cfg.loop.device)
-    vae = PoseVAE(vae_cfg.model).to(device).eval()
-    model_cfg = cfg.model.model_copy(update={
-        "latent_tokens": vae.cfg.latent_tokens, "latent_dim": vae.cfg.latent_dim, "window": cfg.data.window,
-        "speech_dim": first["speech"].shape[-1], "text_dim": first["text"].shape[-1]})
-    return PLDObjective(PoseLatentDiffusion(model_cfg).to(device), vae, stats)
+    vae = PoseVAE(vae_cfg.model).eval()
+    return make_objective(cfg, vae, stats, measured_sizes(cfg, vae, first)).to(pick_device(cfg.loop.device))
 
 
 def main() -> None:

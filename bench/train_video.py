@@ -30,7 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "samples" / "videos"
 CLIPS = ("grid_bbaf2n.mpg", "grid_lbbc2a.mpg", "liveportrait_d11.mp4", "liveportrait_d20.mp4")
-STAGES = ("coarse", "refine", "enhance")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -69,20 +68,17 @@ def loader_frames_per_s(manifest: Path, data, batch_size: int, workers: int, bat
 
 
 def objective(stage: str, cfg, overrides: list[str], speech_dim: int, device):
-    """The stage's objective as its trainer builds it, over random-init frozen stages of the same configs."""
-    from posetalk_models.nets.cascade import Cascade, build_stage
-    from posetalk_models.train.video import CoarseObjective, EnhanceObjective, RefineObjective, with_speech
+    """The stage's objective as its trainer builds it (its family's make_objective), over random-init frozen stages
+    of the same configs (each the net its own trainer would start from)."""
+    import importlib
 
-    def sized(kind: str):
-        c = cfg if kind == stage else config(kind, overrides)
-        return build_stage(kind, {"config": {"model": with_speech(c.model, cfg.data, speech_dim).model_dump()}})
+    from posetalk_models.nets.cascade import STAGES, Cascade
+    from posetalk_models.train.video_objective import stage_net
 
-    if stage == "coarse":
-        return CoarseObjective(sized("coarse"), cfg.loss, warp_only_steps=0).to(device)
-    if stage == "refine":
-        return RefineObjective(sized("refine"), Cascade(sized("coarse")), cfg.loss).to(device)
-    enhancer = build_stage("enhance", {"config": {"model": cfg.model.model_dump()}})
-    return EnhanceObjective(enhancer, Cascade(sized("coarse"), sized("refine")), cfg.loss).to(device)
+    before = {kind: stage_net(kind, config(kind, overrides).model_copy(update={"data": cfg.data}), speech_dim)
+              for kind in STAGES[:STAGES.index(stage)]}
+    family = importlib.import_module(f"posetalk_models.train.{stage}")     # one training file per stage
+    return family.make_objective(cfg, speech_dim, Cascade(**before) if before else None).to(device)
 
 
 def train_frames_per_s(stage: str, obj, batches: list[dict], loop, warmup: int, steps: int) -> float:
@@ -109,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "out" / "bench-train-video",
                         help="where the sample build is kept between runs")
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated: coarse, refine, enhance")
+    parser.add_argument("--stages", default="coarse,refine,enhance", help="comma-separated: coarse, refine, enhance")
     parser.add_argument("--steps", type=int, help="timed training steps per stage (default 2 on CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, help="training steps left out of the timing (default 1 / 5)")
     parser.add_argument("--loader-batches", type=int, default=4, help="timed loader batches per setting")

@@ -76,6 +76,9 @@ class ClipRecord:
     flags: list[str] = field(default_factory=list)          # kept-with-a-flag conditions
     members: dict[str, bytes] = field(default_factory=dict)  # the encoded sample, filled last
     errors: dict[str, str] = field(default_factory=dict)
+    # (T, H, W, 3) uint8 RGB frames at 25 fps held in memory in place of spec.path's video: probe and
+    # normalise.video_frames read them instead of a file (posetalk_models scores generated frames without an mp4)
+    frames: Any = None
 
     @property
     def ok(self) -> bool:

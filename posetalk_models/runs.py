@@ -62,7 +62,7 @@ class Run:
     def cascade(self) -> Cascade:
         """A generator run's stages up to its own as one Cascade (eval mode)."""
         nets = {**self.stages, self.kind: self.model}
-        cascade = Cascade(nets["coarse"], nets.get("refine"), nets.get("enhance"))
+        cascade = Cascade(**nets)
         cascade.weight_files = self.weight_files
         return cascade.eval()
 

@@ -169,7 +169,8 @@ def video_runs(video_build, tmp_path_factory) -> Path:
     """A tiny CoarseNet (200 steps) on the first 70 % of three clips, then a RefineNet (200 steps) over it, both with
     held-out figures on the last 30 %: root/coarse, root/refine. Read-only (copy a run to resume it)."""
     from posetalk_models.train.config import load_train_config
-    from posetalk_models.train.video import train_coarse, train_refine
+    from posetalk_models.train.coarse import train_coarse
+    from posetalk_models.train.refine import train_refine
 
     root = tmp_path_factory.mktemp("video_runs")
     coarse = load_train_config("coarse", None, [*TINY_VIDEO, "loop.max_steps=200", "loop.ckpt_every=100",

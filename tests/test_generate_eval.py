@@ -116,6 +116,31 @@ def test_drive_loops_forwards_then_backwards():
 
 
 # ------------------------------------------------------------------ evaluation
+def test_face_tracks_of_frames_in_memory_equal_those_of_their_file(samples, monkeypatch):
+    """The evaluator hands the extractor frames in memory: nothing is probed, decoded or encoded for them, and the
+    face found is the one the same frames give when read from their file."""
+    from posetalk_data.media import read_frames
+    from posetalk_data.stages import normalise, probe
+    from posetalk_models.generate.faces import extraction_config, face_tracks
+
+    video = samples / "videos" / "grid_bbaf2n.mpg"
+    cfg = extraction_config(None, single_face=False)
+    from_file = face_tracks(video, cfg)[0]
+    frames = np.stack(list(read_frames(video, fps=25)))
+
+    def no_file(*args, **kwargs):
+        raise AssertionError("frames in memory must not be read from a file")
+
+    monkeypatch.setattr(normalise, "read_frames", no_file)
+    monkeypatch.setattr(probe, "probe", no_file)
+    held = face_tracks(frames, cfg)[0]
+    assert len(held.frames) == len(from_file.frames) and (held.start, held.end) == (from_file.start, from_file.end)
+    np.testing.assert_array_equal(held.pose, from_file.pose)
+    np.testing.assert_array_equal(held.landmarks, from_file.landmarks)
+    with pytest.raises(ValueError, match=r"give \(T, H, W, 3\) uint8"):
+        face_tracks(frames.astype(np.float32), cfg)
+
+
 @pytest.fixture(scope="module")
 def evaluated(video_runs, video_build, tmp_path_factory):
     from posetalk_models.evaluate.video import evaluate

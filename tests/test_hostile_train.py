@@ -94,7 +94,7 @@ def test_a_stream_whose_clips_give_no_item_ends_instead_of_waiting(grid_build):
 def coarse_run(video_build, tmp_path_factory) -> Path:
     """A 2-step CoarseNet run (the stage a refine run is trained over); read-only."""
     from posetalk_models.train.config import load_train_config
-    from posetalk_models.train.video import train_coarse
+    from posetalk_models.train.coarse import train_coarse
 
     run = tmp_path_factory.mktemp("hostile") / "coarse"
     train_coarse(video_build / "train.json", run, load_train_config("coarse", None, [

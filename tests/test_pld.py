@@ -210,6 +210,36 @@ def test_posetalk_pose_generate_refuses_bad_audio_in_one_line(runs, tmp_path, au
     assert not (tmp_path / "p.npy").exists()
 
 
+def test_pose_modes_are_checked_first_and_against_the_run(runs, samples, tmp_path):
+    """The mode rules live in generate.pose, shared by the commands and the evaluator: an unknown mode or a text mode
+    without a prompt is one line before any run is read; a run trained without text features refuses the text
+    modes (before any extractor is loaded) and the evaluator does not score them."""
+    from posetalk_models.cli.generate import pose_app as app
+    from posetalk_models.generate.pose import pld_poses, run_modes
+
+    audio = samples / "audio" / "hallo_1.wav"
+    for mode, words in (("sideways", "--mode sideways: choose audio, text or both"),
+                        ("text", "PLD mode text needs a prompt")):
+        result = CliRunner().invoke(app, ["generate", "--run", str(tmp_path / "no-run"), "--audio", str(audio),
+                                          "--mode", mode, "--out", str(tmp_path / "p.npy")])
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
+
+    textless = tmp_path / "textless"       # the same run, as if its manifest had had no text features
+    shutil.copytree(runs / "pld", textless)
+    for path in textless.glob("step-*.json"):
+        sidecar = json.loads(path.read_text())
+        del sidecar["features"]["text"]
+        path.write_text(json.dumps(sidecar))
+    result = CliRunner().invoke(app, ["generate", "--run", str(textless), "--audio", str(audio), "--text", "nods",
+                                      "--out", str(tmp_path / "p.npy")])
+    assert result.exit_code == 2 and "trained without text features: use --mode audio" in result.output
+    assert not (tmp_path / "p.npy").exists()
+    pld, vae, sidecar = load_pld(textless)
+    assert run_modes(sidecar) == ["audio"] and run_modes(load_pld(runs / "pld")[2]) == list(MODES)
+    poses = pld_poses(pld, vae, sidecar, np.zeros(16000, np.float32), 25, "ignored in audio mode", "audio", steps=2)
+    assert poses.shape == (25, 10)
+
+
 def test_generate_out_without_suffix_writes_the_path_it_prints(runs, samples, tmp_path):
     from posetalk_models.cli.generate import pose_app as app
 

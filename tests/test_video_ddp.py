@@ -17,8 +17,10 @@ TINY = ["loop.max_steps=3", "loop.progress=false", "loop.num_workers=0", "loop.b
 
 
 def rank_main(manifest: Path, out: Path) -> None:
-    from posetalk_models.train import video as train_video
     from posetalk_models.train import loop as trainer
+    from posetalk_models.train import video_objective
+    from posetalk_models.train.coarse import train_coarse
+    from posetalk_models.train.enhance import train_enhance
     from posetalk_models.train.config import load_train_config
 
     trained = {}
@@ -27,10 +29,10 @@ def rank_main(manifest: Path, out: Path) -> None:
         trained[Path(run_dir).name] = objective
         return trainer.train(name, run_dir, objective, *args, **kwargs)
 
-    train_video.train = train_keeping_the_objective
-    train_video.train_coarse(manifest, out / "coarse", load_train_config("coarse", None, [*TINY,
+    video_objective.train = train_keeping_the_objective       # the loop every video trainer's run_stage calls
+    train_coarse(manifest, out / "coarse", load_train_config("coarse", None, [*TINY,
                                                                                           "warp_only_steps=1"]))
-    train_video.train_enhance(manifest, out / "enhance", load_train_config("enhance", None, [*TINY, "loss.gan=1"]))
+    train_enhance(manifest, out / "enhance", load_train_config("enhance", None, [*TINY, "loss.gan=1"]))
     record = {run: {"model": weights_hash(objective.model)} for run, objective in trained.items()}
     record["enhance"]["discriminator"] = weights_hash(trained["enhance"].discriminator)
     (out / f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))

@@ -17,7 +17,7 @@ from posetalk_data.media import mp4_frames
 from posetalk_models.data.frames import TOPOLOGIES, FrameConfig, frame_loader, masks
 from posetalk_models.runs import load_cascade
 from posetalk_models.data.stream import npy
-from posetalk_models.train.video import train_coarse
+from posetalk_models.train.coarse import train_coarse
 
 from conftest import TINY_VIDEO
 
@@ -93,6 +93,38 @@ def test_fresh_stages_change_nothing():
     refined = RefineNet(TrainRefineConfig().model)(image, motion, pose, speech)["image"]
     assert torch.allclose(refined, image, atol=1e-5)
     assert torch.allclose(Enhancer(TrainEnhanceConfig().model)(image, other), image, atol=1e-6)
+
+
+def test_the_cascade_walks_its_stages_in_order_and_refuses_gaps():
+    """Cascade.forward chains the stages of CASCADE present (each reads the frame before it); the stages are given
+    by name and keep their attribute names (old runs' weight keys); a stage without the one before it is refused."""
+    from posetalk_models.nets.cascade import Cascade
+    from posetalk_models.train.config import TrainCoarseConfig, TrainEnhanceConfig, TrainRefineConfig
+    from posetalk_models.nets.coarsenet import CoarseNet
+    from posetalk_models.nets.enhancer import Enhancer
+    from posetalk_models.nets.refinenet import RefineNet
+
+    torch.manual_seed(0)
+    nets = {"coarse": CoarseNet(TrainCoarseConfig().model), "refine": RefineNet(TrainRefineConfig().model),
+            "enhance": Enhancer(TrainEnhanceConfig().model)}
+    with torch.no_grad():              # not the identity of fresh stages, so the order shows
+        for p in (p for net in nets.values() for p in net.parameters()):
+            p.add_(torch.randn_like(p) * 0.05)
+    image, motion, pose, speech = torch.rand(1, 3, 64, 64) * 2 - 1, torch.randn(1, 5, 10), torch.randn(1, 7), \
+        torch.randn(1, 5, 80)
+    with torch.no_grad():
+        out = Cascade(**nets)(image, motion, pose, speech)
+        coarse = nets["coarse"](image, motion, pose, speech)["image"]
+        refined = nets["refine"](coarse, motion, pose, speech)["image"]
+        want = {"coarse": coarse, "refine": refined, "enhance": nets["enhance"](refined, image)}
+    assert list(out) == ["coarse", "refine", "enhance"] and not torch.allclose(out["refine"], out["coarse"])
+    assert all(torch.allclose(out[k], want[k]) for k in want)
+    cascade = Cascade(coarse=nets["coarse"], refine=nets["refine"])
+    assert {k.split(".")[0] for k in cascade.state_dict()} == {"coarse", "refine"} and cascade.enhance is None
+    assert cascade.output_stage(False) == "refine" and Cascade(**nets).output_stage(False) == "refine"
+    for given in ({"refine": nets["refine"]}, {"coarse": nets["coarse"], "enhance": nets["enhance"]}):
+        with pytest.raises(ValueError, match="from the first without gaps"):
+            Cascade(**given)
 
 
 def test_the_paper_size_builds_with_the_expected_parameter_counts():

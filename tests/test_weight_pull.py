@@ -121,7 +121,7 @@ def test_a_file_already_in_place_is_checked_and_never_replaced(mirror):
 def test_a_pulled_syncnet_is_used_by_the_evaluator_without_a_flag(tmp_path, monkeypatch):
     import torch
 
-    from posetalk_models.evaluate.video import scorers
+    from posetalk_models.evaluate.scoring import scorers
     from posetalk_models.nets.syncnet_v2 import SyncNetV2
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -253,7 +253,7 @@ class FaceTrackStage(Stage):
 
     def _new_clip(self, record: ClipRecord, a: int, b: int, track: Track, multi: float) -> ClipRecord:
         cfg = self.cfg
-        clip = copy.deepcopy(record)
+        clip = copy.deepcopy(record, {id(record.frames): record.frames})   # frames held in memory: shared, not copied
         clip.start, clip.end = record.start + a / VIDEO_FPS, record.start + b / VIDEO_FPS
         clip.workdir = record.workdir / f"clip_{a:07d}"
         clip.workdir.mkdir(parents=True, exist_ok=True)

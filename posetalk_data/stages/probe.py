@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 from ..config import NormaliseConfig, PipelineConfig
-from ..media import MediaError, probe
-from ..schema import ClipRecord
+from ..media import MediaError, ProbeInfo, probe
+from ..schema import VIDEO_FPS, ClipRecord
 from .base import ClipFailure, Resources, Stage
+
+
+def held_frames(frames) -> ProbeInfo:
+    """What probe would say of in-memory 25 fps frames (ClipRecord.frames): a silent video of their size."""
+    n, h, w = frames.shape[:3]
+    return ProbeInfo(duration=n / VIDEO_FPS, width=w, height=h, fps=VIDEO_FPS, rotation=0, has_audio=False,
+                     video_codec="rawvideo", audio_codec=None, audio_rate=None, frames=n, video_duration=n / VIDEO_FPS)
 
 
 class ProbeStage(Stage):
@@ -23,7 +30,7 @@ class ProbeStage(Stage):
 
     def process(self, record: ClipRecord) -> ClipRecord:
         try:
-            info = probe(record.spec.path)
+            info = probe(record.spec.path) if record.frames is None else held_frames(record.frames)
         except MediaError as err:
             raise ClipFailure(f"unreadable video: {err}") from None
         if info.width <= 0 or info.height <= 0:

@@ -39,33 +39,12 @@ FORCE = typer.Option(False, "--force", help="Replace files at --out that this co
                                             "a training run's folder (never over an input).")
 
 
-def pose_mode(text: str | None, mode: str | None) -> str:
-    mode = mode or ("both" if text else "audio")
-    if mode not in ("audio", "text", "both"):
-        fail(f"--mode {mode}: choose audio, text or both")
-    if mode in ("text", "both") and not text:
-        fail(f"PLD mode {mode} needs a prompt")
-    return mode
-
-
-def pld_poses(run: Path, samples: np.ndarray, n: int, text: str | None, mode: str, *, guidance: float, steps: int,
-              overlap: int | None, seed: int, speech_weights, text_weights, device: str, flag: str = "--pld"
-              ) -> tuple[np.ndarray, dict]:
-    """((n, C) pose+gaze sequence, the PLD run's sidecar), conditions computed with the run's recorded extractors."""
-    from posetalk_models.generate.pose import conditions, generate_poses
+def load_pld_run(run: Path, flag: str, device: str):
+    """(PLD, its VAE, sidecar) of a PLD run; a run that fails to load is one line naming the flag and run."""
     from posetalk_models.generate.pose import load_pld
 
     with loading_run(run, flag):
-        pld, vae, sidecar = load_pld(run, device=device)
-    speech, emb, n = conditions(sidecar, None if mode == "text" else samples, text, n_frames=n,
-                                speech_weights=speech_weights, text_weights=text_weights)
-    if mode in ("audio", "both") and speech is None:
-        fail("the PLD run was trained without speech features: use --mode text")
-    if mode in ("text", "both") and emb is None:
-        fail("the PLD run was trained without text features: use --mode audio")
-    poses = generate_poses(pld, vae, sidecar["stats"], n, speech, emb, mode=mode, guidance=guidance, steps=steps,
-                           overlap=overlap, seed=seed)[0]
-    return poses, sidecar
+        return load_pld(run, device=device)
 
 
 def speech_of(audio: Path) -> tuple[np.ndarray, int]:
@@ -106,7 +85,7 @@ def generate(
     from posetalk_models.generate import drive
     from posetalk_models.data.windows import CHANNELS
     from posetalk_models.generate.faces import extraction_config, face_tracks, image_frame, portrait
-    from posetalk_models.generate.pose import run_speech_backend
+    from posetalk_models.generate.pose import pld_poses, pose_mode, run_speech_backend
     from posetalk_models.generate.talk import load_generator
     from posetalk_models.generate.outputs import check_outputs, published
 
@@ -122,7 +101,8 @@ def generate(
             fail(f"{flag} {path}: no such file")
     pose_from = input_file(pose_from, "--pose-from")
     check_device(device)
-    mode = pose_mode(prompt, mode) if pld else None
+    with user_errors():
+        mode = pose_mode(prompt, mode) if pld else None
     mode_name = "reference" if pose_from else "generated" if pld else "fixed"
     outputs = [out, out.with_suffix(".npy"), out.with_suffix(".json")]
     with user_errors():
@@ -148,9 +128,9 @@ def generate(
             motion = drive.reference(face, track, n)
             info["reference"] = {"video": str(pose_from), "frames": len(track.frames)}
         elif pld:
-            poses, pld_sidecar = pld_poses(pld, samples, n, prompt, mode, guidance=guidance, steps=steps,
-                                           overlap=overlap, seed=seed, speech_weights=speech_weights,
-                                           text_weights=text_weights, device=device)
+            pld_net, vae, pld_sidecar = load_pld_run(pld, "--pld", device)
+            poses = pld_poses(pld_net, vae, pld_sidecar, samples, n, prompt, mode, guidance=guidance, steps=steps,
+                              overlap=overlap, seed=seed, speech_weights=speech_weights, text_weights=text_weights)
             motion = drive.generated(face, poses)
             info["pld"] = {"run": str(pld), "step": pld_sidecar["step"], "mode": mode, "prompt": prompt,
                            "guidance": guidance, "steps": steps}
@@ -207,10 +187,11 @@ def pose_generate(
     """Generate a pose+gaze sequence as long as the audio; features are computed with the run's recorded
     extractors and a mismatch is refused."""
     from posetalk_models.data.windows import CHANNELS
-    from posetalk_models.generate.pose import plot_poses
+    from posetalk_models.generate.pose import plot_poses, pld_poses, pose_mode
     from posetalk_models.generate.outputs import check_outputs, published
 
-    mode = pose_mode(text, mode)
+    with user_errors():
+        mode = pose_mode(text, mode)
     check_device(device)
     out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")   # what np.save would write anyway
     outputs = [out, *([out.with_suffix(".png")] if plot else []), out.with_suffix(".json")]
@@ -219,9 +200,9 @@ def pose_generate(
             "--run": run_folder(run), "--audio": audio, "--speech-weights": speech_weights and Path(speech_weights),
             "--text-weights": text_weights and Path(text_weights)}, force=force)
         samples, n = speech_of(audio)
-        poses, sidecar = pld_poses(run, samples, n, text, mode, guidance=guidance, steps=steps, overlap=overlap,
-                                   seed=seed, speech_weights=speech_weights, text_weights=text_weights, device=device,
-                                   flag="--run")
+        pld, vae, sidecar = load_pld_run(run, "--run", device)
+        poses = pld_poses(pld, vae, sidecar, samples, n, text, mode, guidance=guidance, steps=steps, overlap=overlap,
+                          seed=seed, speech_weights=speech_weights, text_weights=text_weights)
         info = {"command": "posetalk-pose generate", "channels": list(CHANNELS[:poses.shape[1]]), "fps": 25,
                 "frames": int(len(poses)), "mode": mode, "text": text, "audio": str(audio), "guidance": guidance,
                 "steps": steps, "seed": seed, "run": str(run), "checkpoint_step": sidecar["step"],

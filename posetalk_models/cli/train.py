@@ -129,7 +129,7 @@ def coarse(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_
     """Train CoarseNet: the source frame animated into each target frame's head pose, gaze and coarse mouth
     (motion encoder -> AdaIN U-Net flow -> warp -> editing net). The size is the config's (tiny: 64 px on a CPU;
     the shipped YAML: 256 px)."""
-    from posetalk_models.train.video import train_coarse
+    from posetalk_models.train.coarse import train_coarse
 
     _train("coarse", train_coarse, manifest, out, config, set_, max_steps, workers, device, tiny, verify,
            holdout=holdout)
@@ -145,7 +145,7 @@ def refine(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_
                                                               "(with data.targets = its frames).")) -> None:
     """Train RefineNet over a frozen CoarseNet: finer lip motion, coarse-to-fine flows from 8 px up, with the L1
     weighted up on the lips."""
-    from posetalk_models.train.video import train_refine
+    from posetalk_models.train.refine import train_refine
 
     _train("refine", train_refine, manifest, out, config, set_, max_steps, workers, device, tiny, verify,
            coarse_run=coarse_run, holdout=holdout, sync_run=sync_run)
@@ -160,7 +160,7 @@ def enhance(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set
             ) -> None:
     """Train the portrait enhancer over frozen CoarseNet + RefineNet: the refined frame and the source frame ->
     the final frame (loss.gan > 0 adds a patch discriminator)."""
-    from posetalk_models.train.video import train_enhance
+    from posetalk_models.train.enhance import train_enhance
 
     _train("enhance", train_enhance, manifest, out, config, set_, max_steps, workers, device, tiny, verify,
            refine_run=refine_run, holdout=holdout)

@@ -18,8 +18,8 @@ import torch
 from posetalk_data.motion_text import PHRASES
 
 from posetalk_models.data.windows import ANGLE_CHANNELS, DataConfig, denormalise, feature_versions, loader, normalise
-from posetalk_models.generate.pose import check_same, load_pld, run_text_encoder
-from posetalk_models.nets.pld import MODES, Mode, PoseLatentDiffusion
+from posetalk_models.generate.pose import check_same, load_pld, run_modes, run_text_encoder
+from posetalk_models.nets.pld import Mode, PoseLatentDiffusion
 from posetalk_models.nets.vae import PoseVAE, length_mask
 
 HEAD = slice(0, 3)   # yaw, pitch, roll (degrees) in posetalk_models.data.windows.CHANNELS
@@ -178,13 +178,6 @@ def text_control(pld: PoseLatentDiffusion, vae: PoseVAE, sidecar: dict, *, sampl
 
 
 # ------------------------------------------------------------------ a run on a held-out manifest
-def run_modes(sidecar: dict) -> list[str]:
-    """The conditioning modes a run's features allow (a run without text features has no text modes)."""
-    have = set(sidecar["features"])
-    needs = {"audio": {"speech"}, "text": {"text"}, "both": {"speech", "text"}}
-    return [m for m in MODES if needs[m] <= have]
-
-
 def check_heldout_features(manifest: str | Path, sidecar: dict, data: DataConfig) -> None:
     """The held-out manifest's speech/text features must come from the extractors the run was trained with."""
     heldout = feature_versions(manifest, data.speech, data.text)

@@ -3,8 +3,9 @@ pipeline's own stages, so generation and evaluation see faces exactly as the tra
 
 probe -> facetrack (detection, crop) -> landmarks (MediaPipe mesh) -> headpose (pose, gaze): the stages of
 posetalk_data.pipeline, with the crop settings of the generator's training build. A portrait is read as a short
-still video. What fails a clip in a build (no face, several faces under a `drop` policy, an unreadable file) is a
-ValueError here, with the stage's reason.
+still video; frames held in memory (a generated video being scored) go to the stages as they are, without an mp4
+(posetalk_data.schema.ClipRecord.frames). What fails a clip in a build (no face, several faces under a `drop`
+policy, an unreadable file) is a ValueError here, with the stage's reason.
 """
 from __future__ import annotations
 
@@ -96,26 +97,30 @@ class FaceExtractor:
             self._stages[key], self.setups = stages, self.setups + 1
         return self._stages[key]
 
-    def tracks(self, path: str | Path, cfg: PipelineConfig) -> list[FaceTrack]:
-        """Every face clip the facetrack stage finds in a video (or image), longest first; ValueError with the
-        stage's reason when there is none."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
-        image = path.suffix.lower() in IMAGE_SUFFIXES
+    def tracks(self, source: str | Path | np.ndarray, cfg: PipelineConfig) -> list[FaceTrack]:
+        """Every face clip the facetrack stage finds in a video (or image) file, or in (T, H, W, 3) uint8 frames at
+        25 fps held in memory (nothing is encoded for them), longest first; ValueError with the stage's reason when
+        there is none."""
+        held = isinstance(source, np.ndarray)
+        if held and (source.ndim != 4 or source.shape[-1] != 3 or source.dtype != np.uint8 or not len(source)):
+            raise ValueError(f"frames of shape {source.shape} and type {source.dtype}: give (T, H, W, 3) uint8 RGB")
+        name = "frames" if held else Path(source)
+        if not held and not name.is_file():
+            raise ValueError(f"{name}: no such file")
+        image = not held and name.suffix.lower() in IMAGE_SUFFIXES
         stages = self.stages(shortest(cfg, STILL_SECONDS / 2) if image else cfg)
         with tempfile.TemporaryDirectory(prefix="posetalk_extract_") as tmp:
-            video = path
+            video = name
             if image:
-                video = still_video(image_frame(path), Path(tmp) / "still.mp4", seconds=STILL_SECONDS, fps=VIDEO_FPS)
-            records = [ClipRecord(spec=VideoSpec(source="generate", video_id=path.name, path=str(video)),
-                                  workdir=Path(tmp))]
+                video = still_video(image_frame(name), Path(tmp) / "still.mp4", seconds=STILL_SECONDS, fps=VIDEO_FPS)
+            spec = VideoSpec(source="generate", video_id=str(name if held else name.name), path=str(video))
+            records = [ClipRecord(spec=spec, workdir=Path(tmp), frames=source if held else None)]
             for stage in stages:
                 records = stage.process_batch(records)
             failed = [r for r in records if not r.ok]
             if failed and not any(r.ok for r in records):
                 stage, reason = next(iter(failed[0].errors.items()))
-                raise ValueError(f"{path}: {reason} (stage {stage})")
+                raise ValueError(f"{name}: {reason} (stage {stage})")
             tracks = [FaceTrack(frames=np.stack(list(read_frames(r.video, fps=VIDEO_FPS))),
                                 pose=r.arrays["pose"], gaze=r.arrays["gaze"], landmarks=r.arrays["mesh"],
                                 start=r.start, end=r.end) for r in records if r.ok]
@@ -125,9 +130,10 @@ class FaceExtractor:
 EXTRACTOR = FaceExtractor()      # one per process
 
 
-def face_tracks(path: str | Path, cfg: PipelineConfig) -> list[FaceTrack]:
-    """Every face clip in a video (or image), longest first, through the process's one FaceExtractor."""
-    return EXTRACTOR.tracks(path, cfg)
+def face_tracks(source: str | Path | np.ndarray, cfg: PipelineConfig) -> list[FaceTrack]:
+    """Every face clip in a video (or image) file or in 25 fps frames held in memory ((T, H, W, 3) uint8), longest
+    first, through the process's one FaceExtractor."""
+    return EXTRACTOR.tracks(source, cfg)
 
 
 def image_frame(path: str | Path) -> np.ndarray:

@@ -23,7 +23,7 @@ from posetalk_data.speech import SpeechBackend, speech_backend
 from posetalk_data.text_encoders import TextEncoder, text_encoder
 
 from posetalk_models.data.windows import CHANNELS, denormalise
-from posetalk_models.nets.pld import Mode, PoseLatentDiffusion
+from posetalk_models.nets.pld import MODES, Mode, PoseLatentDiffusion
 from posetalk_models.nets.vae import PoseVAE
 from posetalk_models.runs import load_run
 
@@ -120,6 +120,49 @@ def conditions(sidecar: dict, audio: np.ndarray | None, text: str | None, *, n_f
     if text is not None and "text" in features:
         emb = run_text_encoder(sidecar, text_weights).encode([text])[0].astype(np.float32)
     return speech, emb, n_frames
+
+
+# ------------------------------------------------------------------ modes: which conditions steer the pose
+NEEDS = {"audio": {"speech"}, "text": {"text"}, "both": {"speech", "text"}}   # mode -> the features it reads
+
+
+def pose_mode(text: str | None, mode: str | None) -> Mode:
+    """The conditioning mode asked for (default: both with a prompt, else audio); ValueError for an unknown mode or
+    a text mode without a prompt."""
+    mode = mode or ("both" if text else "audio")
+    if mode not in MODES:
+        raise ValueError(f"--mode {mode}: choose audio, text or both")
+    if mode in ("text", "both") and not text:
+        raise ValueError(f"PLD mode {mode} needs a prompt")
+    return mode
+
+
+def run_modes(sidecar: dict) -> list[str]:
+    """The conditioning modes a run's features allow (a run without text features has no text modes)."""
+    have = set(sidecar["features"])
+    return [m for m in MODES if NEEDS[m] <= have]
+
+
+def check_mode(sidecar: dict, mode: str) -> None:
+    """A ValueError naming the mode to use when the run was trained without the features `mode` reads."""
+    missing = NEEDS[mode] - set(sidecar["features"])
+    if "speech" in missing:
+        raise ValueError("the PLD run was trained without speech features: use --mode text")
+    if "text" in missing:
+        raise ValueError("the PLD run was trained without text features: use --mode audio")
+
+
+def pld_poses(pld: PoseLatentDiffusion, vae: PoseVAE, sidecar: dict, audio: np.ndarray | None, n: int,
+              text: str | None, mode: Mode, *, guidance: float = 2.0, steps: int = 50, overlap: int | None = None,
+              seed: int = 0, speech_weights: str | None = None, text_weights: str | None = None) -> np.ndarray:
+    """The (n, C) pose+gaze sequence of a loaded PLD run (load_pld) for 16 kHz `audio` and/or the prompt `text`,
+    its conditions computed with the run's recorded extractors; the mode is checked against the run's features
+    before any extractor is loaded."""
+    check_mode(sidecar, mode)
+    speech, emb, n = conditions(sidecar, None if mode == "text" else audio, None if mode == "audio" else text,
+                                n_frames=n, speech_weights=speech_weights, text_weights=text_weights)
+    return generate_poses(pld, vae, sidecar["stats"], n, speech, emb, mode=mode, guidance=guidance, steps=steps,
+                          overlap=overlap, seed=seed)[0]
 
 
 # ------------------------------------------------------------------ windows and stitching

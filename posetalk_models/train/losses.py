@@ -6,7 +6,8 @@
   given by path or found in the torch hub cache (`vgg19-dcbb9e9d.pth`); `vgg_weights: random` builds an untrained
   VGG19 for tests, never for real training;
 - LSGAN and feature matching for the enhancer's discriminator;
-- lip_share: the lips' share of the per-pixel L1 error, PoseTalk's "< 4 %" measured.
+- lip_share: the lips' share of the per-pixel L1 error, PoseTalk's "< 4 %" measured;
+- ImageLoss: the weighted sum of pyramid L1, 1 - SSIM and the perceptual term that every video stage's output gets.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from posetalk_data.weights import checkpoint_file
+
+from posetalk_models.train.config import VideoLossConfig
 
 VGG_LAYERS = (1, 6, 11, 20, 29)          # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19.features
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -112,3 +115,23 @@ def lsgan_discriminator(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 def feature_matching(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([(r.detach() - f).abs().mean() for r, f in zip(real, fake)]).mean()
+
+
+class ImageLoss(nn.Module):
+    """Weighted pyramid L1 (per-pixel weights optional), 1 - SSIM and the VGG perceptual term of one output."""
+
+    def __init__(self, cfg: VideoLossConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.perceptual = Perceptual(cfg.vgg_weights) if cfg.perceptual > 0 else None
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, prefix: str = ""
+                ) -> dict[str, torch.Tensor]:
+        terms = {"l1": pyramid_l1(pred, target, weight)}
+        if self.cfg.ssim:
+            terms["ssim"] = 1 - ssim(pred, target)
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(pred, target)
+        total = self.cfg.l1 * terms["l1"] + self.cfg.ssim * terms.get("ssim", 0) \
+            + self.cfg.perceptual * terms.get("perceptual", 0)
+        return {"total": total, **{f"{prefix}{k}": v.detach() for k, v in terms.items()}}

@@ -65,6 +65,20 @@ def latent_sample(objective: PLDObjective, batches, n_batches: int, device) -> t
 MEASURED = ("latent_tokens", "latent_dim", "window", "speech_dim", "text_dim")   # model sizes read from the VAE/data
 
 
+def measured_sizes(cfg: TrainPLDConfig, vae: PoseVAE, batch: dict) -> dict[str, int]:
+    """The PLD's sizes (MEASURED) a new run reads from its VAE and a first batch of its data."""
+    return {"latent_tokens": vae.cfg.latent_tokens, "latent_dim": vae.cfg.latent_dim, "window": cfg.data.window,
+            "speech_dim": batch["speech"].shape[-1] if "speech" in batch else cfg.model.speech_dim,
+            "text_dim": batch["text"].shape[-1] if "text" in batch else cfg.model.text_dim}
+
+
+def make_objective(cfg: TrainPLDConfig, vae: PoseVAE, stats: dict, sizes: dict) -> PLDObjective:
+    """A fresh PLD's objective in the frozen `vae`'s latent space (`stats`: the VAE's normalisation). sizes: the
+    MEASURED model sizes (measured_sizes for a new run, the checkpoint's for a resumed one)."""
+    model_cfg = cfg.model.model_copy(update={k: sizes[k] for k in MEASURED})
+    return PLDObjective(PoseLatentDiffusion(model_cfg), vae, stats)
+
+
 def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = TrainPLDConfig(),
               vae_run: str | Path | None = None) -> Path:
     """Train (or resume) a PLD run in out_dir until cfg.loop.max_steps; returns the last checkpoint's path."""
@@ -79,20 +93,17 @@ def train_pld(manifest: str | Path, out_dir: str | Path, cfg: TrainPLDConfig = T
     batches = manifest_batches(manifest, cfg.data, cfg.loop)
     _, saved = last_checkpoint(out_dir)
     if saved:   # the sizes measured when the run started; anything asked for now must agree (check_resume)
-        model_cfg = cfg.model.model_copy(update={k: saved["config"]["model"][k] for k in MEASURED})
+        sizes = saved["config"]["model"]
     else:
         stream = batches(0)   # feature sizes from the first batch, latent statistics from it and the next ones
         first = next(stream)
-        model_cfg = cfg.model.model_copy(update={
-            "latent_tokens": vae.cfg.latent_tokens, "latent_dim": vae.cfg.latent_dim, "window": cfg.data.window,
-            "speech_dim": first["speech"].shape[-1] if "speech" in first else cfg.model.speech_dim,
-            "text_dim": first["text"].shape[-1] if "text" in first else cfg.model.text_dim})
-    model = PoseLatentDiffusion(model_cfg).to(device)
-    objective = PLDObjective(model, vae, stats)
+        sizes = measured_sizes(cfg, vae, first)
+    objective = make_objective(cfg, vae, stats, sizes).to(device)
+    model = objective.model
     if not saved:   # resumed runs load the latent statistics with the weights (they are buffers)
         model.set_latent_stats(latent_sample(objective, itertools.chain([first], stream), cfg.latent_stat_batches,
                                              device))
-    sidecar = {**run_record("pld", cfg.model_copy(update={"model": model_cfg}), manifest), "stats": stats,
+    sidecar = {**run_record("pld", cfg.model_copy(update={"model": model.cfg}), manifest), "stats": stats,
                "features": feature_versions(manifest, cfg.data.speech, cfg.data.text),
                "vae": {"copied_from": vae_sidecar.get("copied_from"), "step": vae_sidecar.get("step")}}
     return train("pose latent diffusion", out_dir, objective, batches, cfg.loop, sidecar, device=device)

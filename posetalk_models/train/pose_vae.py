@@ -24,6 +24,13 @@ class VAEObjective(nn.Module):
         return self.model.loss(normalise(batch["pose"], self.stats), batch["length"])
 
 
+def make_objective(cfg: TrainVAEConfig, stats: dict) -> VAEObjective:
+    """A fresh pose VAE's objective over windows normalised by `stats` (pose_stats of the training manifest)."""
+    if len(stats["mean"]) != cfg.model.channels:
+        raise ValueError(f"model has {cfg.model.channels} channels, the data {len(stats['mean'])}")
+    return VAEObjective(PoseVAE(cfg.model), stats)
+
+
 def holdout_error(model: PoseVAE, manifest: str | Path, cfg: TrainVAEConfig, stats: dict) -> dict[str, float]:
     """Reconstruction error in degrees over the first `holdout_batches` batches of one pass over a manifest."""
     data = cfg.data.model_copy(update={"resample": False, "seed": 0})
@@ -48,11 +55,9 @@ def train_vae(manifest: str | Path, out_dir: str | Path, cfg: TrainVAEConfig = T
     _, saved = last_checkpoint(out_dir)
     stats = saved["stats"] if saved else pose_stats(manifest, window=cfg.data.window,
                                                     translation=cfg.data.translation)
-    if len(stats["mean"]) != cfg.model.channels:
-        raise ValueError(f"model has {cfg.model.channels} channels, the data {len(stats['mean'])}")
-    model = PoseVAE(cfg.model).to(device)
+    objective = make_objective(cfg, stats).to(device)
 
-    evaluate = (lambda: holdout_error(model, holdout, cfg, stats)) if holdout else None
+    evaluate = (lambda: holdout_error(objective.model, holdout, cfg, stats)) if holdout else None
     sidecar = {**record, "stats": stats}
-    return train("pose VAE", out_dir, VAEObjective(model, stats), manifest_batches(manifest, cfg.data, cfg.loop),
+    return train("pose VAE", out_dir, objective, manifest_batches(manifest, cfg.data, cfg.loop),
                  cfg.loop, sidecar, evaluate=evaluate, device=device)

@@ -30,6 +30,11 @@ class SyncObjective(nn.Module):
         return self.model.loss(to_unit(batch["mouth"]), batch["speech"], batch["label"])
 
 
+def make_objective(cfg: TrainSyncConfig, speech_dim: int) -> SyncObjective:
+    """A fresh lip-sync expert's objective, its speech input sized to the data's features (speech_dim)."""
+    return SyncObjective(SyncExpert(cfg.model.model_copy(update={"speech_dim": speech_dim})))
+
+
 @torch.no_grad()
 def sync_holdout(model: SyncExpert, manifest: str | Path, data: FrameConfig, batches: int, batch_size: int,
                  device) -> dict[str, float]:
@@ -58,15 +63,15 @@ def train_sync(manifest: str | Path, out_dir: str | Path, cfg: TrainSyncConfig =
     data = resolve_speech(manifest, cfg.data)
     if data.speech is None:
         raise ValueError("the lip-sync expert needs speech features: set data.speech (or auto)")
-    model_cfg = cfg.model.model_copy(update={"speech_dim": speech_dim(manifest, data)})
-    model = SyncExpert(model_cfg).to(device)
-    sidecar = {**run_record("sync", cfg.model_copy(update={"data": data, "model": model_cfg}), manifest),
+    objective = make_objective(cfg, speech_dim(manifest, data)).to(device)
+    model = objective.model
+    sidecar = {**run_record("sync", cfg.model_copy(update={"data": data, "model": model.cfg}), manifest),
                "features": feature_versions(manifest, data.speech, None)}
 
     if holdout:     # refused now (no clip long enough, a shard cut short), not at the first checkpoint
         frame_stream(holdout, data.model_copy(update={"resample": False}), kind="sync", every_rank=True)
     evaluate = (lambda: sync_holdout(model, holdout, data, cfg.holdout_batches, cfg.loop.batch_size, device)) \
         if holdout else None
-    return train("lip-sync expert", out_dir, SyncObjective(model),
+    return train("lip-sync expert", out_dir, objective,
                  manifest_batches(manifest, data, cfg.loop, frame_loader, kind="sync"), cfg.loop, sidecar,
                  evaluate=evaluate, device=device)
