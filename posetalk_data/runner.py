@@ -74,7 +74,7 @@ class WorkerPool:
         self.video_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=need.cpus, num_gpus=need.gpus,
                                                                     scheduling_strategy="SPREAD")
         self.actors = [self._start(self.video_cls, part) for _ in range(max(1, min(workers, videos or workers)))]
-        if cfg.models.pool:     # its actors start with the first clips for them (_model_workers)
+        if cfg.models.pool:     # its actors start with the first clips for them (model_workers)
             self.model_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=cfg.models.cpus,
                                                                         num_gpus=cfg.models.gpus)
         # no CPU reserved: the video actors hold every core for the build, and a writer mostly waits on its store
@@ -89,7 +89,8 @@ class WorkerPool:
             self.versions_ref = actor.versions.remote()
         return actor
 
-    def _model_workers(self) -> list:
+    def model_workers(self) -> list:
+        """The model actors, started on first use (the first clips for them, or the versions check)."""
         if not self.model_actors:
             self.model_actors = [self._start(self.model_cls, "models") for _ in range(self.cfg.models.workers)]
         return self.model_actors
@@ -100,7 +101,7 @@ class WorkerPool:
         this process loads them)."""
         if self.processor is not None or not self.cfg.models.pool:
             return self.plan.versions()
-        self._model_workers()
+        self.model_workers()
         try:
             models = self.ray.get(self.versions_ref)
         except self.ray.exceptions.RayError:      # that worker died (and was replaced): ask a live one
@@ -209,7 +210,7 @@ class WorkerPool:
         """To `actor`, or to the least loaded model worker."""
         if actor is None:
             busy = [kind_actor[1] for kind_actor in self.pending.values() if kind_actor[0] == "models"]
-            actor = min(self._model_workers(), key=busy.count)
+            actor = min(self.model_workers(), key=busy.count)
         summaries, *results = actor.models.options(num_returns=len(batch) + 1).remote(*[r for _, r, _ in batch])
         self.pending[summaries] = ("models", actor, (batch, results))
 

@@ -21,7 +21,7 @@ cfg = load_config(None, ["facetrack.crop_size=128", "write.videos_per_shard=1", 
                          "models.gpus=0.5", "models.batch_clips=1"])
 pool = WorkerPool(cfg, workers=2, videos=2)
 placed = {"video": ray.get([a.resources.remote() for a in pool.actors]),
-          "models": ray.get([a.resources.remote() for a in pool.model_actors])}
+          "models": ray.get([a.resources.remote() for a in pool.model_workers()])}
 pool.close()
 build(folder_specs(root), out, cfg, source="folder", root=root, workers=2)
 print(json.dumps(placed))
