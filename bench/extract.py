@@ -143,7 +143,8 @@ SHAPES = {
                                                  "-preset", "veryfast", "-crf", "20"], None)],
     "360p mpeg4": [(name, ["-vf", "scale=-2:360,pad=640:360:(ow-iw)/2:0", "-c:v", "mpeg4", "-q:v", "4"], None)
                    for name in ("liveportrait_d20.mp4", "liveportrait_d11.mp4")],
-    "2-3 s cuts": [(name, ["-ss", f"{1 + i}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20"], 2 + i / 2)
+    # starts within every sample's length (videoretalking_face_2 is 5 s: a start at 5 s made a clip of no video)
+    "2-3 s cuts": [(name, ["-ss", f"{0.5 + i / 2}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20"], 2 + i / 4)
                    for i, name in enumerate(("liveportrait_d10.mp4", "liveportrait_d11.mp4", "liveportrait_d20.mp4",
                                              "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4",
                                              "videoretalking_face_2.mp4"))],
