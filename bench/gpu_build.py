@@ -72,7 +72,8 @@ def run(dry_run: bool) -> None:
     gpus = torch.cuda.device_count()
     if not gpus and not dry_run:
         sys.exit("no CUDA device: run this on the GPU machine, or here with --dry-run")
-    ray.init(address="local", num_gpus=gpus or 1, include_dashboard=False, log_to_driver=False)   # a logical GPU in a dry run
+    # a logical GPU in a dry run; "local": a Ray of its own, never one already running on the machine
+    ray.init(address="local", num_gpus=gpus or 1, include_dashboard=False, log_to_driver=False)
     out_dir = Path(os.environ.get("OUT", WORK / "out"))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
