@@ -14,20 +14,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 # one worker (the video stages) on one clip in its own process: (RSS after set-up, peak RSS) in MB
 WORKER = """
-import json, resource, sys, tempfile
+import json, sys, tempfile
 from pathlib import Path
 from posetalk_data.config import load_config
 from posetalk_data.pipeline import VideoProcessor
 from posetalk_data.schema import VideoSpec
 processor = VideoProcessor(load_config(None, sys.argv[2:]), part="video")
 processor.setup()
-rss = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
-before = rss()
+status = lambda key: int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) / 1024
+before = status("VmRSS:")
 result = processor(VideoSpec("folder", "x", sys.argv[1]))
 frames = sum(len(r.arrays["crop_box"]) for r in result.records if r.ok)
-print(json.dumps({"before": before, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "frames": frames}))
+print(json.dumps({"before": before, "peak": status("VmHWM:"), "frames": frames}))
 """
+# VmHWM, not getrusage's ru_maxrss: that one survives exec, so a worker started from a large process (pytest, after
+# the suite has loaded torch and built models) reports the parent's resident size at the fork as its own peak
 
 
 def worker_mb(video: Path, *overrides: str) -> dict:
