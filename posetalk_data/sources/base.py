@@ -84,12 +84,31 @@ class Tree:
         return [self.path(h) for h in sorted(hits)]
 
     def find(self, names: Iterable[str], what: str, max_depth: int = 3):
-        return find_metadata(self.root, names, what, max_depth, glob=self.glob)
+        """The first file matching one of `names` (glob patterns) at the root or up to `max_depth` folders below it.
+
+        Raises SourceError naming every pattern looked for, so a user knows what the adapter expects.
+        """
+        names = list(names)
+        for depth in range(max_depth + 1):
+            for name in names:
+                hits = self.glob("*/" * depth + name)
+                if hits:
+                    return hits[0]
+        raise SourceError(f"no {what} found under {self.root}: looked for {', '.join(names)} at the top and up to "
+                          f"{max_depth} folders below it")
+
+    def has(self, path) -> bool:
+        """Whether the listing holds this file (no request to the store)."""
+        return self.rel(path) in self.files
+
+    def under(self, folder) -> list[str]:
+        """Every file under a folder (a path or URL under the root), at any depth, as a POSIX path relative to it."""
+        prefix = self.rel(folder).rstrip("/") + "/"
+        return [r[len(prefix):] for r in self.files if r.startswith(prefix)]
 
     def names_in(self, folder) -> list[str]:
         """File names directly in a folder (a path or URL under the root)."""
-        prefix = self.rel(folder).rstrip("/") + "/"
-        return [r[len(prefix):] for r in self.files if r.startswith(prefix) and "/" not in r[len(prefix):]]
+        return [r for r in self.under(folder) if "/" not in r]
 
     def media_index(self, suffixes: set[str]) -> dict[str, list]:
         """File stem -> files with one of `suffixes` anywhere under the root, in a top-down walk's order."""
@@ -100,6 +119,15 @@ class Tree:
                 index.setdefault(stem, []).append(self.path(r))
         return index
 
+    def probe(self, paths: Iterable) -> dict:
+        """ffprobe of the local files (see probe_many); a store's files are not downloaded here: the build's worker
+        that fetches one probes it (spans past the end, a crop outside the frame are found there)."""
+        return {} if self.url else probe_many(paths)
+
+    def sizes(self) -> dict[str, int]:
+        """Source bytes by URL when the root is a store (its listing gave them; a build reports them)."""
+        return {self.path(r): size for r, size in self.files.items()} if self.url else {}
+
 
 def walk_order(rel: str) -> list[tuple[int, str]]:
     """Sort key of a relative path in os.walk's top-down order (sorted folders): a folder's files before its
@@ -108,37 +136,11 @@ def walk_order(rel: str) -> list[tuple[int, str]]:
     return [(1, f) for f in folders] + [(0, name)]
 
 
-def find_metadata(root: Path, names: Iterable[str], what: str, max_depth: int = 3, glob=None) -> Path:
-    """The first file matching one of `names` (glob patterns) at root or up to `max_depth` folders below it;
-    `glob`: a Tree's, for a listed root.
-
-    Raises SourceError naming every pattern looked for, so a user knows what the adapter expects.
-    """
-    names = list(names)
-    if glob is None:
-        if not root.is_dir():
-            raise SourceError(f"--root {root} is not a folder")
-        glob = root.glob
-    for depth in range(max_depth + 1):
-        for name in names:
-            hits = sorted(glob("*/" * depth + name))
-            if hits:
-                return hits[0]
-    looked = ", ".join(names)
-    raise SourceError(f"no {what} found under {root}: looked for {looked} at the top and up to {max_depth} "
-                      f"folders below it")
-
-
 def rel(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
-
-
-def media_index(root: Path, suffixes: set[str]) -> dict[str, list[Path]]:
-    """File stem -> files with one of `suffixes` anywhere under root (one directory walk, no decoding)."""
-    return Tree(root).media_index(suffixes)
 
 
 def probe_many(paths: Iterable[Path], workers: int = 8) -> dict[Path, ProbeInfo | str]:

@@ -24,7 +24,7 @@ from .. import storage
 from ..schema import VideoSpec
 from ..splits import split_of
 from .base import (AUDIO_SUFFIXES, VIDEO_SUFFIXES, Problem, SourceError, SourceScan, Tree, box_problem, crop_hint,
-                   probe_many, span_problem)
+                   span_problem)
 
 TEXT_FOLDERS = {"action": ("action_dur",), "emotion": ("emotion",),
                 "appearance": ("face40_details_new", "face40_details"), "light_direction": ("light_dir",),
@@ -54,7 +54,7 @@ def load_info(path) -> tuple[list[tuple[str, str | None, Any]], list[Problem], l
         raise SourceError(f"{path}: expected a JSON object of clips, found {type(data).__name__}")
     if any(SET_KEY.match(k) for k in data):      # the older {"clips_set1": {...}, "clips_set2": {...}} form
         return [(k, s, v) for s, clips in data.items() if SET_KEY.match(s) and isinstance(clips, dict)
-                for k, v in clips.items()], [], [f"{path.name}: older form, sets {', '.join(data)}"]
+                for k, v in clips.items()], [], [f"{name}: older form, sets {', '.join(data)}"]
     return [(k, None, v) for k, v in data.items()], [], []
 
 
@@ -179,7 +179,7 @@ def scan(root, *, probe: bool = True, download: bool = False,
     wanted = {r["youtube_id"] for r in rows if r["clip_id"] not in videos and r["youtube_id"] not in videos}
     unavailable = set(_download(root, sorted(wanted), videos, downloader) if download and wanted else [])
     used = {r["clip_id"]: videos.get(r["clip_id"], videos.get(r["youtube_id"], [None]))[0] for r in rows}
-    infos = probe_many(p for p in used.values() if p) if probe and not tree.url else {}
+    infos = tree.probe(p for p in used.values() if p) if probe else {}
     groups: dict[str, list[str]] = {}
     for row in rows:
         groups.setdefault(row["same_span_as"] or row["clip_id"], []).append(row["clip_id"])
@@ -209,8 +209,7 @@ def scan(root, *, probe: bool = True, download: bool = False,
     if len(folders) < len(TEXT_FOLDERS):
         notes.append("no text folder " + ", ".join(" or ".join(TEXT_FOLDERS[a]) for a in TEXT_FOLDERS
                                                    if a not in folders) + " (looked up to 3 folders below --root)")
-    sizes = {tree.path(r): size for r, size in tree.files.items()} if tree.url else {}
-    return SourceScan("celebv-text", root, [tree.rel(info)], rows, specs, problems, counts, notes, sizes)
+    return SourceScan("celebv-text", root, [tree.rel(info)], rows, specs, problems, counts, notes, tree.sizes())
 
 
 def _download(root: Path, ids: list[str], videos: dict, downloader: Downloader | None) -> list[str]:

@@ -4,7 +4,9 @@ Metadata, as in the HDTF repository's `HDTF_dataset/` folder (found anywhere up 
   <subset>_video_url.txt      name | YouTube url                       <subset>_resolution.txt  name.mp4 | height
   <subset>_annotion_time.txt  name.mp4 | MM:SS-MM:SS per clip          <subset>_crop_ratio.txt  name_<i>.mp4 | zoom
   <subset>_crop_wh.txt        name_<i>.mp4 | x | w | y | h, pixels at the declared height
-Local media, found by file name anywhere under --root:
+--root is a folder or an object-store prefix (s3://bucket/hdtf: one listing, the metadata read from the store; the
+build's workers download their own videos, and probe them: spans and crop windows are then checked there).
+Media, found by file name anywhere under --root:
   <subset>_<name>.mp4 or <name>.mp4   the full video: one spec per interval, the crop window scaled to the file's size
   <subset>_<name>_<nnn>.mp4           a clip already cut and cropped (universome/HDTF download.py): the whole file,
                                       extra["source_offset"] = the interval's start in the full video
@@ -13,13 +15,12 @@ Clip ids are `<subset>_<name>_<nnn>` (nnn = interval index), the name download.p
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from .. import storage
 from ..schema import VideoSpec
-from .base import (VIDEO_SUFFIXES, Problem, SourceScan, box_problem, crop_hint, find_metadata, media_index,
-                   probe_many, rel, span_problem)
+from .base import VIDEO_SUFFIXES, Problem, SourceScan, Tree, box_problem, crop_hint, span_problem
 from ..splits import split_of
 
 SUBSETS = ("RD", "WDA", "WRA")
@@ -27,25 +28,26 @@ KINDS = ("video_url", "resolution", "annotion_time", "crop_wh", "crop_ratio")   
 BOM = b"\xef\xbb\xbf"
 
 
-def read_table(path: Path) -> tuple[dict[str, list[str]], list[str]]:
+def read_table(tree: Tree, path) -> tuple[dict[str, list[str]], list[str]]:
     """name (without .mp4) -> the other fields of its line; plus the file's quirks, survived and noted."""
-    if not path.is_file():
-        return {}, [f"{path.name}: missing"]
-    raw = path.read_bytes()
-    notes = [f"{path.name}: UTF-8 byte-order mark"] if raw.startswith(BOM) else []
+    file = storage.name(path)
+    if not tree.has(path):
+        return {}, [f"{file}: missing"]
+    raw = storage.read_bytes(path)
+    notes = [f"{file}: UTF-8 byte-order mark"] if raw.startswith(BOM) else []
     if raw and not raw.endswith(b"\n"):
-        notes.append(f"{path.name}: no final newline")
+        notes.append(f"{file}: no final newline")
     lines = raw.decode("utf-8-sig", errors="replace").splitlines()
     trailing = sum(1 for line in lines if line.strip() and line != line.rstrip())
     if trailing:
-        notes.append(f"{path.name}: trailing spaces on {trailing} line(s)")
+        notes.append(f"{file}: trailing spaces on {trailing} line(s)")
     rows: dict[str, list[str]] = {}
     for line in lines:
         fields = line.split()
         if fields:
             name = fields[0].removesuffix(".mp4")
             if name in rows:
-                notes.append(f"{path.name}: {name} listed twice, the last line kept")
+                notes.append(f"{file}: {name} listed twice, the last line kept")
             rows[name] = fields[1:]
     return rows, notes
 
@@ -79,13 +81,13 @@ def youtube_id(url: str | None) -> str | None:
     return (parse_qs(urlparse(url).query).get("v") or [None])[0]
 
 
-def read_metadata(folder: Path) -> tuple[list[dict[str, Any]], list[Problem], list[str]]:
+def read_metadata(tree: Tree, folder) -> tuple[list[dict[str, Any]], list[Problem], list[str]]:
     """Every annotated clip of every subset (manifest rows), the per-clip problems, and file-level notes."""
     rows, problems, notes = [], [], []
     for subset in SUBSETS:
         tables = {}
         for kind in KINDS:
-            tables[kind], file_notes = read_table(folder / f"{subset}_{kind}.txt")
+            tables[kind], file_notes = read_table(tree, storage.join(folder, f"{subset}_{kind}.txt"))
             notes += file_notes
         names = sorted(set(tables["video_url"]) | set(tables["resolution"]) | set(tables["annotion_time"]))
         for name in names:
@@ -144,44 +146,46 @@ def _crop_box(fields: list[str] | None) -> list[float] | None:
     return [x, y, x + w, y + h] if w > 0 and h > 0 else None
 
 
-def scan(root: Path, *, probe: bool = True) -> SourceScan:
-    """Clip specs for the HDTF videos under root. probe=False skips ffprobe (fast inspection): spans are then not
-    checked against the files and crop hints stay in the metadata's pixels."""
-    root = Path(root)
-    url_file = find_metadata(root, ["*_video_url.txt"], "HDTF metadata (HDTF_dataset/<RD|WDA|WRA>_video_url.txt "
-                             "and the other four files per subset, as in the HDTF repository)")
-    rows, problems, notes = read_metadata(url_file.parent)
-    index = media_index(root, VIDEO_SUFFIXES)
-    chosen: dict[str, tuple[Path, bool]] = {}          # clip id -> (file, is a pre-cut clip)
+def scan(root, *, probe: bool = True) -> SourceScan:
+    """Clip specs for the HDTF videos under root (a folder or a store prefix). probe=False skips ffprobe (fast
+    inspection), as does a store root: spans are then not checked against the files and crop hints stay in the
+    metadata's pixels."""
+    tree = Tree(root)
+    url_file = tree.find(["*_video_url.txt"], "HDTF metadata (HDTF_dataset/<RD|WDA|WRA>_video_url.txt and the "
+                         "other four files per subset, as in the HDTF repository)")
+    folder = storage.parent(url_file)
+    rows, problems, notes = read_metadata(tree, folder)
+    index = tree.media_index(VIDEO_SUFFIXES)
+    chosen: dict[str, tuple[Any, bool]] = {}          # clip id -> (file, is a pre-cut clip)
     for row in rows:
         full = index.get(f"{row['subset']}_{row['video']}") or index.get(row["video"])
         cut = index.get(row["clip_id"])
         if full or cut:
             chosen[row["clip_id"]] = (full or cut)[0], not full
         else:
-            problems.append(Problem(row["clip_id"], "no_media", f"no local file {row['subset']}_{row['video']}.mp4, "
+            problems.append(Problem(row["clip_id"], "no_media", f"no file {row['subset']}_{row['video']}.mp4, "
                                     f"{row['video']}.mp4 or {row['clip_id']}.mp4 under --root"))
-    infos = probe_many(path for path, _ in chosen.values()) if probe else {}
+    infos = tree.probe(path for path, _ in chosen.values()) if probe else {}
     specs = []
     for row in rows:
         if row["clip_id"] in chosen:
             spec, problem = _spec(row, *chosen[row["clip_id"]], infos.get(chosen[row["clip_id"]][0]))
             specs += [spec] if spec else []
             problems += [problem] if problem else []
-    files = [rel(p, root) for s in SUBSETS for k in KINDS if (p := url_file.parent / f"{s}_{k}.txt").is_file()]
+    files = [tree.rel(p) for s in SUBSETS for k in KINDS if tree.has(p := storage.join(folder, f"{s}_{k}.txt"))]
     counts = {"videos_with_intervals": len({(r["subset"], r["video"]) for r in rows}),
               "videos_without_intervals": sum(p.kind == "no_intervals" for p in problems),
               "clips_annotated": len(rows), "clips_with_crop": sum(r["crop_box"] is not None for r in rows),
               **{f"clips_{s}": sum(r["subset"] == s for r in rows) for s in SUBSETS},
               "identities": len({r["identity"] for r in rows}), "local_files": len({p for p, _ in chosen.values()}),
               "specs": len(specs)}
-    return SourceScan("hdtf", root, files, rows, specs, problems, counts, notes)
+    return SourceScan("hdtf", tree.root, files, rows, specs, problems, counts, notes, sizes=tree.sizes())
 
 
-def _spec(row: dict, path: Path, precut: bool, info) -> tuple[VideoSpec | None, Problem | None]:
-    clip = row["clip_id"]
+def _spec(row: dict, path, precut: bool, info) -> tuple[VideoSpec | None, Problem | None]:
+    clip, file = row["clip_id"], storage.name(path)
     if isinstance(info, str):
-        return None, Problem(clip, "unreadable", f"{path.name}: {info}")
+        return None, Problem(clip, "unreadable", f"{file}: {info}")
     extra = {"dataset": "HDTF", "subset": row["subset"], "video": row["video"], "clip_index": row["clip_index"],
              "identity": row["identity"], "split": split_of(row["identity"]), "youtube_id": row["youtube_id"],
              "url": row["url"], "annotated_span": [row["start"], row["end"]], "crop_ratio": row["crop_ratio"],
@@ -191,7 +195,7 @@ def _spec(row: dict, path: Path, precut: bool, info) -> tuple[VideoSpec | None, 
         return VideoSpec("hdtf", clip, str(path), extra=extra), None
     problem = None
     if info is not None and (why := span_problem(row["start"], row["end"], info.duration)):
-        return None, Problem(clip, "span_past_end", f"{path.name}: {why}")
+        return None, Problem(clip, "span_past_end", f"{file}: {why}")
     box, res = row["crop_box"], row["resolution"]
     if box and res and info is None:
         extra["crop_hint"] = crop_hint(box, "pixels", (None, res), f"{row['subset']}_crop_wh.txt, unscaled")
@@ -199,7 +203,7 @@ def _spec(row: dict, path: Path, precut: bool, info) -> tuple[VideoSpec | None, 
         scale = info.height / res      # the file may not be the height the authors downloaded
         px = [v * scale for v in box]
         if why := box_problem(px, info.width, info.height):
-            problem = Problem(clip, "crop_outside", f"{path.name}: {why} (scaled {res}->{info.height} px): "
+            problem = Problem(clip, "crop_outside", f"{file}: {why} (scaled {res}->{info.height} px): "
                               "built without a crop hint", True)
         else:
             extra["crop_hint"] = crop_hint([px[0] / info.width, px[1] / info.height, px[2] / info.width,
