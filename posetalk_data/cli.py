@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .cli_manifest import app as manifest_app
 from .cli_models import app as models_app
-from .cli_output import console, fail, storage_errors
+from .cli_output import console, fail, fail_unreachable, storage_errors
 from .config import ConfigError, load_config, shipped
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -32,7 +32,8 @@ def build(
                                                "fsspec's config, or the pipeline YAML's storage: section."),
     input_dir: Optional[str] = typer.Option(None, "--input", help="Folder or URL prefix of videos for --src folder."),
     root: Optional[str] = typer.Option(None, "--root", help="Dataset folder as its users keep it (metadata files "
-                                                            "and downloaded media) for hdtf, celebv-text, mead."),
+                                                            "and downloaded media) for hdtf, celebv-text, mead; "
+                                                            "or its object-store prefix (s3://bucket/hdtf)."),
     download: bool = typer.Option(False, "--download", help="celebv-text: download missing source videos with "
                                                             "yt-dlp (needs internet)."),
     view: str = typer.Option("front", "--view", help="mead: camera view to build (front, left_30, ..., or all)."),
@@ -83,8 +84,7 @@ def build(
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), "See `posetalk-data build --help`.")
     except storage_errors() as err:
-        fail(f"cannot reach {out if storage.is_url(out) else input_dir or root}: {type(err).__name__}: {err}",
-             "Check the URL, the credentials (AWS_* variables, ~/.aws) and the endpoint (AWS_ENDPOINT_URL).")
+        fail_unreachable(out if storage.is_url(out) else input_dir or root, err)
     if not plan.specs:
         end_ray()
         hint = (f"Datasets: `posetalk-data sources inspect --src {src} --root DIR` says what is there and what is "
@@ -144,9 +144,11 @@ def print_summary(result) -> None:
 @sources_app.command("inspect")
 def inspect_source(
     src: str = typer.Option(..., "--src", help="hdtf, celebv-text or mead."),
-    root: Path = typer.Option(..., "--root", help="The dataset folder (metadata files and downloaded media)."),
+    root: str = typer.Option(..., "--root", help="The dataset folder (metadata files and downloaded media), or an "
+                                                 "object-store prefix (s3://bucket/hdtf): one listing, no download."),
     probe: bool = typer.Option(False, "--probe", help="Also ffprobe the local files (spans past the end, crops "
-                                                      "outside the frame); slower on big datasets."),
+                                                      "outside the frame); slower on big datasets. Files in a "
+                                                      "store are not downloaded to probe."),
     view: str = typer.Option("front", "--view", help="mead: camera view."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
@@ -163,6 +165,8 @@ def inspect_source(
         report = run_inspect(src, root, probe=probe, **options)
     except ValueError as err:
         fail(str(err))
+    except storage_errors() as err:
+        fail_unreachable(root, err)
     typer.echo(json.dumps(report, indent=1, default=str) if as_json else render_inspection(report))
 
 

@@ -22,3 +22,9 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return errors
+
+
+def fail_unreachable(where, err: BaseException) -> None:
+    """A store that answered with an error (unreachable, refused, no credentials): one line and where to look."""
+    fail(f"cannot reach {where}: {type(err).__name__}: {err}",
+         "Check the URL, the credentials (AWS_* variables, ~/.aws) and the endpoint (AWS_ENDPOINT_URL).")

@@ -9,7 +9,6 @@ from ..schema import VideoSpec
 
 SOURCES = ("folder", "demo", "hdtf", "celebv-text", "mead")
 DATASETS = {"hdtf": "hdtf", "celebv-text": "celebv_text", "mead": "mead"}   # --src -> module
-READS_STORES = ("celebv-text",)       # dataset adapters whose --root may be a store URL (one listing of it)
 
 
 @dataclass
@@ -28,7 +27,7 @@ def dataset_module(src: str):
 
 def source_plan(src: str, input_dir, out, **options) -> SourcePlan:
     """What a build of `src` processes. `input_dir` is --input for folder (and demo), --root for datasets; a URL
-    (s3://bucket/videos) for the folder source."""
+    (s3://bucket/videos) for the folder source and the datasets (one listing; the workers fetch their videos)."""
     out = storage.location(out)
     if src == "folder":
         if input_dir is None:
@@ -40,9 +39,9 @@ def source_plan(src: str, input_dir, out, **options) -> SourcePlan:
             return SourcePlan(specs, storage.location(input_dir), sizes=sizes)
         input_dir = storage.local(input_dir)
         return SourcePlan(folder_specs(input_dir, exclude=None if storage.is_url(out) else Path(out)), input_dir)
-    if input_dir is not None and storage.is_url(input_dir) and src not in READS_STORES:
-        raise ValueError(f"--src {src} reads a local dataset folder; {input_dir} is a URL (copy the dataset to a "
-                         "disk, or build its videos with --src folder --input URL)")
+    if src == "demo" and input_dir is not None and storage.is_url(input_dir):
+        raise ValueError(f"--src demo makes its videos in a local folder; {input_dir} is a URL (give a folder, or "
+                         "build videos in a store with --src folder --input URL)")
     if src == "demo" and input_dir is None and storage.is_url(out):
         raise ValueError("--src demo makes its videos inside --out, which must then be a folder; give --input DIR "
                          "for the videos when --out is a URL")

@@ -1,12 +1,12 @@
 """`posetalk-data sources inspect`: what a dataset folder holds and what a build would do with it, before any heavy
-work (metadata and a directory walk only; ffprobe of the local files only with probe=True)."""
+work (metadata and one listing of the folder or store prefix only; ffprobe of the local files only with probe=True)."""
 from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable
 
+from .. import storage
 from . import celebv_text, hdtf, mead
 from .base import SourceError, SourceScan
 
@@ -15,14 +15,15 @@ SCANNERS: dict[str, Callable[..., SourceScan]] = {"celebv-text": celebv_text.sca
 EXAMPLES = 3
 
 
-def scan_source(src: str, root: Path, **options: Any) -> SourceScan:
+def scan_source(src: str, root, **options: Any) -> SourceScan:
     if src not in SCANNERS:
         raise SourceError(f"unknown dataset source {src!r}; choose one of {', '.join(SCANNERS)}")
-    return SCANNERS[src](Path(root), **options)
+    return SCANNERS[src](storage.location(root), **options)
 
 
-def inspect_source(src: str, root: Path, *, probe: bool = False, **options: Any) -> dict[str, Any]:
-    """Counts, problems grouped by kind, and the build plan for a dataset folder, as a JSON-able dict."""
+def inspect_source(src: str, root, *, probe: bool = False, **options: Any) -> dict[str, Any]:
+    """Counts, problems grouped by kind, and the build plan for a dataset folder or store prefix, as a JSON-able
+    dict."""
     if options.get("download"):
         raise SourceError("inspect never downloads: it reports which videos are missing; build with --download")
     started = time.perf_counter()
@@ -33,7 +34,7 @@ def inspect_source(src: str, root: Path, *, probe: bool = False, **options: Any)
     problems = [{"kind": kind, "kept": kept, "count": len(ps), "examples": [p.id for p in ps[:EXAMPLES]],
                  "reason": ps[0].reason} for (kind, kept), ps in sorted(groups.items(), key=lambda g: -len(g[1]))]
     return {"source": src, "root": str(scan.root), "metadata": scan.metadata, "counts": scan.counts,
-            "notes": scan.notes, "problems": problems, "plan": plan(scan, probe),
+            "notes": scan.notes, "problems": problems, "plan": plan(scan, probe and not storage.is_url(scan.root)),
             "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -59,7 +60,9 @@ def plan(scan: SourceScan, probed: bool) -> list[str]:
     if kept:
         lines.append(f"build {len(kept)} clips despite a problem (reasons below)")
     if not probed:
-        lines.append("local files were not probed: spans past a video's end are found by the build's probe stage "
+        lines.append("files in a store are probed by the build's workers that download them: spans past a video's "
+                     "end are found by its probe stage" if storage.is_url(scan.root) else
+                     "local files were not probed: spans past a video's end are found by the build's probe stage "
                      "(or run inspect with --probe)")
     return lines
 
