@@ -166,11 +166,15 @@ def listdir(loc) -> list[str]:
 
 
 def find(loc) -> dict[str, int]:
-    """Every file under a folder, recursively: {path relative to it: size in bytes}, sorted by path."""
+    """Every file under a folder, recursively: {path relative to it: size in bytes}, sorted by path; {} for a
+    folder, prefix or bucket that does not exist (the caller says which location was empty)."""
     if is_url(loc):
         fs, path = filesystem(loc)
         prefix = path.rstrip("/") + "/"
-        found = fs.find(path, detail=True)
+        try:
+            found = fs.find(path, detail=True)
+        except FileNotFoundError:       # a missing bucket (a missing prefix is simply empty)
+            return {}
         return {p[len(prefix):]: int(info.get("size") or 0) for p, info in sorted(found.items())
                 if p.startswith(prefix) and info.get("type", "file") == "file"}
     root = local(loc)
