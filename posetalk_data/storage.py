@@ -178,8 +178,13 @@ def find(loc) -> dict[str, int]:
         return {p[len(prefix):]: int(info.get("size") or 0) for p, info in sorted(found.items())
                 if p.startswith(prefix) and info.get("type", "file") == "file"}
     root = local(loc)
-    out = {}
-    for folder, dirs, files in os.walk(root):
+    out, seen = {}, set()
+    # linked folders are followed (a dataset unpacked on several disks and linked in), each real folder once
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        if os.path.realpath(folder) in seen:
+            dirs.clear()
+            continue
+        seen.add(os.path.realpath(folder))
         dirs.sort()
         for file in sorted(files):
             path = Path(folder) / file

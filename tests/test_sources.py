@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -331,6 +332,17 @@ def test_mead_tree_views_emotions_levels(mead_tree):
     assert len(mead.scan(mead_tree, view="all").specs) == 3
     with pytest.raises(SourceError, match="unknown MEAD view"):
         mead.scan(mead_tree, view="back")
+
+
+def test_mead_actor_folders_linked_from_elsewhere_are_read(mead_tree, tmp_path_factory):
+    """Actors unpacked on another disk and linked into --root (a link loop is walked once): the one listing follows
+    folder links, as the folder globs before it did."""
+    linked = tmp_path_factory.mktemp("linked_root")
+    os.symlink(mead_tree / "MEAD" / "W009", linked / "W009")
+    os.symlink(linked, mead_tree / "MEAD" / "W009" / "loop")
+    scan = mead.scan(linked)
+    assert [s.video_id for s in scan.specs] == ["W009_front_happy_level_3_002"]
+    assert scan.clips[0]["path"] == "W009/video/front/happy/level_3/002.mp4"     # as linked, not resolved
 
 
 # ---------------------------------------------------------------- inspect
