@@ -7,11 +7,15 @@ next sample's strings cannot be cast to. Declared, every sample's JSON has one t
 declared as bytes (decode them with PyAV, decord or torchcodec as you like): `datasets`' own Video/Audio types need
 torchcodec even to store them. A JSON key the card does not declare is left out of the `datasets` view (the shard
 keeps it).
+
+`load_args(OUT)` reads the card back from wherever the build is: `datasets.load_dataset(path)` takes a local folder
+or a Hub name only, so from a store the card's configs and features go to the webdataset loader by hand.
 """
 from __future__ import annotations
 
 import yaml
 
+from . import storage
 from .pipeline import MEMBERS
 from .schema import QUALITY_COLUMNS, QUALITY_TEXT_COLUMNS
 
@@ -82,6 +86,51 @@ def card(manifest: dict) -> str:
             f"{counts.get('videos', '?')} videos, in {counts.get('shards', '?')} WebDataset shards under `shards/`. "
             "`manifest.json` records the pipeline, the versions and every shard's sha256; `samples.parquet` has one "
             "row per clip (quality figures, flags), `failures.parquet` every clip left out and why.\n\n"
-            "```python\nimport datasets\nds = datasets.load_dataset(\"path/or/url/of/this/folder\", split=\"train\")"
+            "```python\nimport datasets\nds = datasets.load_dataset(\"path/of/this/folder\", split=\"train\")\n"
+            "# in a store (load_dataset(path) takes a local folder or a Hub name only); streaming=True works too\n"
+            "from posetalk_data.dataset_card import load_args\n"
+            "ds = datasets.load_dataset(\"webdataset\", split=\"train\", **load_args(\"s3://bucket/this/folder\"))"
             "\n```\n\nVideos and audio load as their encoded bytes; arrays as nested lists.\n\n"
             f"| member | what |\n|---|---|\n{rows}\n")
+
+
+def load_args(out, storage_options: dict | None = None) -> dict:
+    """Keyword arguments for `datasets.load_dataset("webdataset", split=..., **load_args(OUT))`, OUT a folder or a
+    URL: the card's configs as `data_files` (its paths joined to OUT), its features, and `storage_options` (fsspec's,
+    as datasets takes them) that also let `streaming=True` read s3:// (see `_streamable`)."""
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCard
+
+    header = DatasetCard(storage.read_text(storage.join(out, "README.md"))).data
+    config = next((c for c in header["configs"] if c.get("default")), header["configs"][0])
+    data_files: dict[str, list[str]] = {}
+    for entry in config["data_files"]:
+        data_files.setdefault(entry["split"], []).append(str(storage.join(out, entry["path"])))
+    features = DatasetInfosDict.from_dataset_card_data(header)[config["config_name"]].features
+    options = dict(storage_options or {})
+    return {"data_files": data_files, "features": features,
+            "storage_options": _streamable(options) if str(out).startswith("s3://") else options}
+
+
+def _streamable(options: dict) -> dict:
+    """datasets' streaming opens each tar with `block_size=0` as a filesystem option (datasets/utils/file_utils.py,
+    ArchiveIterable._iter_from_urlpath, since 2.17); s3fs hands an option it does not know to the AioSession it
+    makes, which refuses it (TypeError). An s3fs given a session makes none, so one is given; `profile`, the
+    option meant for that session, goes into it."""
+    import fsspec
+
+    protocols = set(fsspec.available_protocols())
+    s3 = dict(options["s3"]) if "s3" in options else {k: v for k, v in options.items() if k not in protocols}
+    if "session" not in s3:
+        s3["session"] = _fresh_session(s3.pop("profile", None))
+    return {**{k: v for k, v in options.items() if k in protocols}, "s3": s3}
+
+
+def _fresh_session(profile: str | None = None):
+    from aiobotocore.session import AioSession
+
+    class FreshSession(AioSession):
+        def __reduce__(self):           # an AioSession holds os.environ's encoders, which do not pickle
+            return _fresh_session, (profile,)
+
+    return FreshSession(profile=profile)

@@ -28,8 +28,15 @@ def test_load_dataset_reads_a_build_with_its_card(grid_build, tmp_path):
     assert len(ds[0]["pose.npy"][0]) == 6 and ds[0]["video.mp4"][:8][4:8] == b"ftyp"
 
 
-def test_webdataset_loader_with_the_cards_features(grid_build, tmp_path):
-    features = datasets.Features._from_yaml_list(card_header(grid_build)["dataset_info"]["features"])
-    ds = datasets.load_dataset("webdataset", data_files=str(grid_build / "shards" / "*.tar"), split="train",
-                               features=features, cache_dir=str(tmp_path))
-    assert ds.num_rows == 2 and ds.features == features
+def test_webdataset_loader_with_the_cards_configs_and_features(grid_build, tmp_path):
+    """load_args: the card read back, its data_files joined to the build, for the webdataset loader (what a build in
+    a store needs, tests/test_object_store.py); the same rows downloaded and streamed."""
+    from posetalk_data.dataset_card import load_args
+
+    args = load_args(grid_build)
+    assert args["data_files"] == {"train": [str(grid_build / "shards" / "*.tar")]} and args["storage_options"] == {}
+    assert args["features"] == datasets.Features._from_yaml_list(card_header(grid_build)["dataset_info"]["features"])
+    ds = datasets.load_dataset("webdataset", split="train", cache_dir=str(tmp_path), **args)
+    assert ds.num_rows == 2 and ds.features == args["features"]
+    streamed = list(datasets.load_dataset("webdataset", split="train", streaming=True, **args))
+    assert [r["__key__"] for r in streamed] == ds["__key__"] and streamed[1]["meta.json"] == ds[1]["meta.json"]

@@ -151,26 +151,33 @@ def test_generate_takes_its_reference_video_from_a_bucket(killed_and_resumed, gr
         f"error: --pose-from {grid_bucket}/none.mp4: no such file"
 
 
-def test_datasets_loads_a_build_in_a_bucket_with_its_cards_features(killed_and_resumed, local_build, tmp_path,
-                                                                     monkeypatch):
-    """datasets' webdataset loader reads the shards from s3:// (fsspec, the endpoint from AWS_ENDPOINT_URL) with
-    the features of the card in the bucket. (load_dataset(path) itself takes a local folder or a Hub name only.)"""
+def test_datasets_loads_a_build_in_a_bucket_with_its_card(killed_and_resumed, local_build, tmp_path, monkeypatch):
+    """datasets' webdataset loader reads the shards from s3:// (fsspec, the endpoint from AWS_ENDPOINT_URL) with the
+    configs and features of the card in the bucket (load_args; load_dataset(path) itself takes a local folder or a
+    Hub name only), downloaded and streamed: streaming passes block_size to s3fs, which load_args's session
+    absorbs; the streamed dataset pickles (a DataLoader's spawned workers get it so)."""
     datasets = pytest.importorskip("datasets")
+    import pickle
+
     import pyarrow.parquet as pq
-    import yaml
+
+    from posetalk_data.dataset_card import load_args
 
     # datasets' offline switch also refuses every fsspec URL; the store here is a local port, and the Hub stays
     # off for huggingface_hub (HF_HUB_OFFLINE is left set)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     out = killed_and_resumed[0]
-    header = yaml.safe_load(storage.read_text(f"{out}/README.md").split("---\n")[1])
-    features = datasets.Features._from_yaml_list(header["dataset_info"]["features"])
-    ds = datasets.load_dataset("webdataset", data_files=f"{out}/shards/*.tar", split="train", features=features,
-                               cache_dir=str(tmp_path))
-    local = json.loads((local_build / "manifest.json").read_text())
-    assert ds.num_rows == local["counts"]["samples"] == 2 and ds.features == features
+    args = load_args(out)
+    assert args["data_files"] == {"train": [f"{out}/shards/*.tar"]}
     keys = sorted(pq.read_table(local_build / "samples.parquet")["key"].to_pylist())
+    ds = datasets.load_dataset("webdataset", split="train", cache_dir=str(tmp_path), **args)
+    assert ds.num_rows == len(keys) == 2 and ds.features == args["features"]
     assert sorted(ds["__key__"]) == keys == sorted(row["meta.json"]["key"] for row in ds)
+    streamed = pickle.loads(pickle.dumps(datasets.load_dataset("webdataset", split="train", streaming=True,
+                                                               **load_args(out))))
+    rows = list(streamed)
+    assert [r["__key__"] for r in rows] == keys and rows[0]["meta.json"] == ds[0]["meta.json"]
+    assert rows[0]["video.mp4"] == ds[0]["video.mp4"]
 
 
 def test_unreachable_store_is_one_line(tmp_path, monkeypatch):
