@@ -65,8 +65,8 @@ def process_started() -> float:
 
 
 def import_in_background(*modules: str) -> None:
-    """Import what the end of a build needs while Ray starts and the workers run, when this process is idle
-    (webdataset, for the shards, pulls in torch: 1.5 s)."""
+    """Import what the end of a build needs while the workers run, when this process is idle (webdataset, for
+    the shards, pulls in torch: 1.5 s)."""
     threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True).start()
 
 
@@ -151,7 +151,6 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
     if fresh and is_staging(storage.join(out, STAGING_DIR)):   # only a staging this tool made
         storage.remove(storage.join(out, STAGING_DIR), recursive=True)
     started = time.perf_counter()
-    import_in_background("webdataset", f"{__package__}.report")   # the report's matplotlib: not before Ray starts
     fingerprint = {"schema_version": SCHEMA_VERSION, "pipeline": output_settings(cfg)}
     staging = Staging(out)
     staging.check_fingerprint(fingerprint, partial=True)     # a changed config: refused before any work
@@ -167,6 +166,9 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
     workers = default_workers(address) if workers is None else workers
     pool = WorkerPool(cfg, workers=workers, address=address, videos=max(videos, 1),   # models load from here
                       processor=processor)
+    # the report's matplotlib (and, in-process, webdataset for the shards) while the videos run: after Ray's start,
+    # which an import in this process would slow (its ray.init and raylet wait on this process's GIL)
+    import_in_background(f"{__package__}.report", *(["webdataset"] if workers == 0 else []))
     written: dict[int, dict] = {}
     versions: dict[str, str] = {}
 

@@ -2,7 +2,7 @@
 
 Each actor loads the models once (setup) and processes whole videos. The driver keeps a bounded number of videos in
 flight and learns of each only a small summary: the clips themselves go from the video worker to a model worker,
-and on to the task that writes their shard group, by object reference (Ray moves them between nodes), so no media
+and on to the writer that writes their shard group, by object reference (Ray moves them between nodes), so no media
 passes through the driver and no node reads another's disk. `workers=0` runs everything in this process
 (debugging, profiling).
 
@@ -10,11 +10,15 @@ The pool starts its video actors, and has them load their models, as soon as it 
 at once. The model actors start with the first clips for them: loading the speech and text models (torch,
 transformers: seconds of CPU) would otherwise hold back the first videos on a small machine. The driver takes those
 models' versions from a model worker, which has loaded them anyway, rather than loading them a second time itself,
-and checks them before the first shard is written.
+and checks them before the first shard is written. A shard group is written by a writer actor on the node that made
+most of its clips, one per node, started with the first finished video: the writer's imports (webdataset pulls in
+torch, 1.5 s) are done while the videos run, not after the last of them.
 """
 from __future__ import annotations
 
+import importlib
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -50,6 +54,21 @@ class RayVideoProcessor(VideoProcessor):
         return ray.get_runtime_context().get_assigned_resources()
 
 
+class ShardWriter:
+    """Writes shard groups on its node (a Ray actor reserving no CPU: it mostly waits on its disk or store)."""
+
+    def __init__(self, options: dict):
+        from . import storage
+
+        storage.configure(options)
+
+    def warm(self) -> None:
+        importlib.import_module("webdataset")    # what writing a shard imports, loaded ahead of the first group
+
+    def write(self, write: Writer, group: Group, *results: VideoResult) -> dict:
+        return write(group, list(results))
+
+
 class WorkerPool:
     """`workers` video actors (at most one per video), and, with `models.pool`, `models.workers` model actors that
     run the speech, text and encode stages on clips of several videos at once; or, with workers=0, this process.
@@ -58,7 +77,9 @@ class WorkerPool:
 
     def __init__(self, cfg: PipelineConfig, *, workers: int, address: str | None = None,
                  videos: int | None = None, processor: VideoProcessor | None = None):
-        self.cfg, self.processor, self.actors, self.model_actors, self.node_refs = cfg, None, [], [], []
+        self.cfg, self.processor, self.actors, self.model_actors = cfg, None, [], []
+        self.node_refs: dict = {}           # actor -> reference to its Ray node id
+        self.writers: dict = {}             # node id -> its ShardWriter
         self.versions_ref = None
         self.plan = processor or VideoProcessor(cfg)    # the driver's stages: worker sizes and versions
         self._ending: threading.Thread | None = None
@@ -78,15 +99,14 @@ class WorkerPool:
             self.model_cls = self.ray.remote(RayVideoProcessor).options(num_cpus=cfg.models.cpus,
                                                                         num_gpus=cfg.models.gpus)
         # no CPU reserved: the video actors hold every core for the build, and a writer mostly waits on its store
-        self.write_task = self.ray.remote(_write_group).options(num_cpus=0, max_retries=1)
+        self.writer_cls = self.ray.remote(ShardWriter)
 
     def _start(self, cls, part: str):
         actor = cls.remote(self.cfg, part)
         actor.setup.remote()            # the models load now, while the driver gets on with its part
-        if part != "models":            # asked now: an actor answers in order, after any video it was given
-            self.node_refs.append(actor.node_id.remote())
-        elif self.versions_ref is None:     # asked now: answered with the models loaded, before any clip of theirs
-            self.versions_ref = actor.versions.remote()
+        if part == "models" and self.versions_ref is None:  # asked now: answered with the models loaded, before
+            self.versions_ref = actor.versions.remote()     # any clip of theirs
+        self.node_refs[actor] = actor.node_id.remote()   # asked now: an actor answers in order, before any work
         return actor
 
     def model_workers(self) -> list:
@@ -111,13 +131,26 @@ class WorkerPool:
 
     def nodes(self) -> list[str]:
         """The Ray node id of each video worker started ([] in-process; a worker already dead is left out)."""
-        out = []
-        for ref in self.node_refs:
-            try:
-                out.append(self.ray.get(ref))
-            except self.ray.exceptions.RayError:
-                pass
-        return out
+        return [node for node in map(self._node, self.actors) if node is not None]
+
+    def _node(self, actor) -> str | None:
+        """The Ray node an actor runs on (None: the driver's own results, or a worker that died first)."""
+        try:
+            return self.ray.get(self.node_refs[actor]) if actor in self.node_refs else None
+        except self.ray.exceptions.RayError:
+            return None
+
+    def _writer(self, node: str | None):
+        """The shard writer on `node` (None: the driver's), started and warmed on first use."""
+        node = node or self.ray.get_runtime_context().get_node_id()
+        if node not in self.writers:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            place = NodeAffinitySchedulingStrategy(node, soft=True)     # that node, or any if it is gone
+            writer = self.writer_cls.options(num_cpus=0, scheduling_strategy=place)
+            self.writers[node] = writer.remote(self.cfg.storage.options)
+            self.writers[node].warm.remote()
+        return self.writers[node]
 
     def start(self, groups: Iterable[Group], write: Writer, before_writing: Callable[[], None] = lambda: None
               ) -> None:
@@ -169,36 +202,40 @@ class WorkerPool:
                 continue
             if kind == "video":
                 self._submit_video(actor)
+                self._writer(self._node(actor))     # started (once a node) while the videos run
                 spec, ref = work
                 if self.cfg.models.pool and answer.kept:
                     ready.append((spec, ref, answer))
                 else:
-                    yield from self._finished(spec, ref, answer)
+                    yield from self._finished(spec, ref, answer, actor)
             elif kind == "models":
                 batch, refs = work
                 for (spec, *_), ref, summary in zip(batch, refs, answer):
-                    yield from self._finished(spec, ref, summary)
+                    yield from self._finished(spec, ref, summary, actor)
             else:
                 yield "group", (work[0], answer)
 
-    def _finished(self, spec: VideoSpec, ref, summary: VideoSummary) -> Iterator[tuple[str, tuple]]:
-        """A video done; the last of its group sends the group's results to a writer task."""
+    def _finished(self, spec: VideoSpec, ref, summary: VideoSummary, actor=None) -> Iterator[tuple[str, tuple]]:
+        """A video done (its result made by `actor`; None: here); the last of its group sends the group's results to
+        the writer on the node that made most of them."""
         yield "video", (spec, summary)
         group = self.group_of[id(spec)]
-        self.final[id(spec)] = ref
+        self.final[id(spec)] = ref, self._node(actor)
         self.left[group.index] -= 1
         if not self.left[group.index]:
-            self._submit_write(group, [self.final.pop(id(s)) for s in group.specs])
+            refs, nodes = zip(*(self.final.pop(id(s)) for s in group.specs))
+            self._submit_write(group, list(refs), Counter(nodes).most_common(1)[0][0])
 
     def _first_write(self) -> None:
         if self.before_writing is not None:
             self.before_writing, check = None, self.before_writing
             check()
 
-    def _submit_write(self, group: Group, refs: list) -> None:
+    def _submit_write(self, group: Group, refs: list, node: str | None) -> None:
         self._first_write()
-        task = self.write_task.remote(self.write, self.cfg.storage.options, group, *refs)
-        self.pending[task] = ("write", None, (group, refs))
+        writer = self._writer(node)
+        task = writer.write.remote(self.write, group, *refs)
+        self.pending[task] = ("write", writer, (group, refs, node))
 
     def _submit_video(self, actor) -> None:
         if self.queue:
@@ -218,12 +255,14 @@ class WorkerPool:
         """A dead worker's replacement gets its work once more; a second death is the videos' failure. A writer
         that fails twice (its store refused the shard) ends the build."""
         if kind == "write":
-            group, refs = work
+            group, refs, node = work
             if ("write", group.index) in self.retried:
                 raise RuntimeError(f"writing shard group {group.index} failed twice: "
                                    f"{getattr(err, 'cause', None) or err}") from None
             self.retried.add(("write", group.index))
-            self._submit_write(group, refs)
+            self.ray.kill(actor)            # dead, or its store failed it: a fresh writer tries once more
+            self.writers = {n: w for n, w in self.writers.items() if w != actor}
+            self._submit_write(group, refs, node)
             return
         actors, cls, part = ((self.actors, self.video_cls, self.video_part) if kind == "video"
                              else (self.model_actors, self.model_cls, "models"))
@@ -249,9 +288,9 @@ class WorkerPool:
     def close(self, wait: bool = True) -> None:
         """End the actors, and a Ray this pool started; with wait=False Ray ends in the background (about a second,
         while the driver writes the shards and the report) and `wait_closed()` joins it."""
-        for actor in self.actors + self.model_actors:
+        for actor in self.actors + self.model_actors + list(self.writers.values()):
             self.ray.kill(actor)
-        self.actors, self.model_actors = [], []
+        self.actors, self.model_actors, self.writers = [], [], {}
         if self.processor is None and self.owns_ray and self._ending is None:
             owned.clear()
             self._ending = threading.Thread(target=self.ray.shutdown)
@@ -262,14 +301,6 @@ class WorkerPool:
     def wait_closed(self) -> None:
         if self._ending is not None:
             self._ending.join()
-
-
-def _write_group(write: Writer, options: dict, group: Group, *results: VideoResult) -> dict:
-    """The Ray task owning a shard group: Ray hands it the group's results (moved from the nodes that made them)."""
-    from . import storage
-
-    storage.configure(options)
-    return write(group, list(results))
 
 
 def expected_work(spec: VideoSpec) -> float:
