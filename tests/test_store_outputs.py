@@ -122,6 +122,10 @@ def test_pose_generate_and_pld_eval_read_the_run_from_the_store(store, pose_runs
     assert storage.read_json(figures)["run"] == store["pld"]
     refused(cli("pose", "generate", "--run", f"{BUCKET}/runs/none", *args, "--out", tmp_path / "q"),
             f"{BUCKET}/runs/none: no step-*.safetensors checkpoint there")
+    storage.write_atomic(f"{BUCKET}/runs/broken/step-00000001.safetensors", b"not weights")
+    storage.write_atomic(f"{BUCKET}/runs/broken/step-00000001.json", b"not json")
+    refused(cli("pose", "generate", "--run", f"{BUCKET}/runs/broken", *args, "--out", tmp_path / "q"),
+            f"{BUCKET}/runs/broken/step-00000001.json: damaged checkpoint sidecar")   # the store's name, not the cache's
 
 
 def test_eval_writes_its_report_to_the_store(store, video_build):
