@@ -112,6 +112,14 @@ def name(loc) -> str:
     return str(loc).rstrip("/").rpartition("/")[2] if is_url(loc) else local(loc).name
 
 
+def with_suffix(loc, suffix: str) -> "str | Path":
+    """`loc` with its file name's suffix replaced (as Path.with_suffix does), a URL kept a URL."""
+    if not is_url(loc):
+        return local(loc).with_suffix(suffix)
+    stem = PurePosixPath(name(loc)).with_suffix(suffix).name
+    return join(parent(loc), stem)
+
+
 def relative_to(loc, root) -> str | None:
     """`loc` as a POSIX path relative to `root`, or None when it lies outside it."""
     if is_url(loc) or is_url(root):
@@ -251,6 +259,19 @@ def put_file(source: Path, dest, *, move: bool = True) -> None:
         tmp = local(dest).with_name(name(dest) + ".tmp")
         shutil.copyfile(source, tmp)
         os.replace(tmp, local(dest))
+
+
+def put_folder(source: Path, dest, *, last: tuple[str, ...] = ()) -> list:
+    """Publish a finished local folder at `dest`, file by file with put_file (each appears whole or not at all),
+    the files named in `last` (relative paths) after every other one and in that order, so a reader that finds
+    them finds everything before them. `source` is left as it is (the caller's temporary folder); returns the
+    locations written."""
+    names = [n for n in find(source) if n not in last] + [n for n in last if (Path(source) / n).is_file()]
+    for relative in names:
+        target = join(dest, relative)
+        makedirs(parent(target))
+        put_file(Path(source) / relative, target, move=False)
+    return [join(dest, n) for n in names]
 
 
 def write_json(path, data, *, indent: int | None = 1, sort_keys: bool = True):

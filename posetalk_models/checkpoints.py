@@ -29,9 +29,14 @@ class StageMismatch(ValueError):
     """A frozen stage named on the command line is not the copy the run folder was started over."""
 
 
+def is_checkpoint(name: str) -> bool:
+    """A model checkpoint's file name, step-N.safetensors (a GAN's step-N.disc.safetensors is not one)."""
+    return re.fullmatch(r"step-\d+\.safetensors", name) is not None
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     """The run's model checkpoints, oldest first (a GAN's step-N.disc.safetensors are not among them)."""
-    return sorted(p for p in Path(run_dir).glob("step-*.safetensors") if re.fullmatch(r"step-\d+\.safetensors", p.name))
+    return sorted(p for p in Path(run_dir).glob("step-*.safetensors") if is_checkpoint(p.name))
 
 
 def read_sidecar(path: Path) -> dict:

@@ -52,9 +52,12 @@ def check_device(device: str) -> None:
         fail(f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is false); use --device cpu")
 
 
-def run_folder(run: Path | None) -> Path | None:
-    """What a run argument makes the command read: the whole run folder, also when one checkpoint is named."""
-    return run.parent if run is not None and run.suffix == ".safetensors" else run
+def run_folder(run) -> "str | Path | None":
+    """What a run argument (a path or a store URL) makes the command read: the whole run folder, also when one
+    checkpoint is named."""
+    from posetalk_data import storage
+
+    return storage.parent(run) if run is not None and str(run).endswith(".safetensors") else run
 
 
 @contextlib.contextmanager
@@ -109,21 +112,15 @@ def input_file(text: str | None, flag: str) -> "str | Path | None":
     return loc
 
 
-def on_disk(loc) -> Path | None:
-    """A location as a local path, None for a store's (an output on this disk can be no object in a store)."""
-    from posetalk_data import storage
-
-    return None if loc is None or storage.is_url(loc) else storage.local(loc)
-
-
 def local_folder(text: str | None, flag: str) -> Path | None:
-    """An output folder option: this machine's disk only (run folders and reports are written locally); a store URL
-    is refused rather than written to a local folder named like it."""
+    """A training run folder option: this machine's disk only (a run holds a lock and is resumed in place); a store
+    URL is refused rather than written to a local folder named like it."""
     from posetalk_data import storage
 
     if text is not None and storage.is_url(text):
-        fail(f"{flag} {text}: this is written on this machine's disk; give a local folder (a manifest, holdout "
-             "or reference video may be a URL)")
+        fail(f"{flag} {text}: a training run folder stays on this machine's disk (it holds a lock and is resumed in "
+             "place); give a local folder and copy the run to the store afterwards (posetalk-generate and "
+             "posetalk-eval read runs from URLs)")
     return None if text is None else storage.local(text)
 
 

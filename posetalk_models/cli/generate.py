@@ -9,6 +9,7 @@ posetalk-pose generate (the same module) writes the PLD's pose+gaze sequence alo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import typer
 from posetalk_data import storage
 from posetalk_data.shards import sha256_file
 
-from posetalk_models.cli.common import check_device, fail, input_file, loading_run, on_disk, run_folder, user_errors
+from posetalk_models.cli.common import (check_device, fail, input_file, loading_run, location, run_folder,
+                                        user_errors)
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -35,11 +37,12 @@ SPEECH_WEIGHTS = typer.Option(None, "--speech-weights", help="Folder of the spee
 TEXT_WEIGHTS = typer.Option(None, "--text-weights", help="File/folder of the PLD run's text encoder (else its "
                                                         "package or cache).")
 DEVICE = typer.Option("cpu", "--device", help="cpu or cuda.")
+RUN_URL = "a path or a URL (s3://, gs://, file://; fetched into the cache, see README)"
 FORCE = typer.Option(False, "--force", help="Replace files at --out that this command did not write, or write into "
                                             "a training run's folder (never over an input).")
 
 
-def load_pld_run(run: Path, flag: str, device: str):
+def load_pld_run(run: "str | Path", flag: str, device: str):
     """(PLD, its VAE, sidecar) of a PLD run; a run that fails to load is one line naming the flag and run."""
     from posetalk_models.generate.pose import load_pld
 
@@ -61,13 +64,13 @@ def speech_of(audio: Path) -> tuple[np.ndarray, int]:
 def generate(
     image: Path = typer.Option(..., "--image", help="The portrait (a photo or painting with one face)."),
     audio: Path = AUDIO,
-    generator: Path = typer.Option(..., "--generator", help="A video generator run (posetalk-train coarse, refine "
-                                                            "or enhance); every stage up to it is used."),
+    generator: str = typer.Option(..., "--generator", help="A video generator run (posetalk-train coarse, refine "
+                                                           f"or enhance); every stage up to it is used: {RUN_URL}."),
     pose_from: str = typer.Option(None, "--pose-from", help="Reference mode: copy this video's head pose and gaze "
                                                             "(relative to the portrait's; looped or cut); a path or "
                                                             "a URL (s3://, gs://, file://)."),
-    pld: Path = typer.Option(None, "--pld", help="Generated mode: a PLD run (posetalk-train pld) generates the pose "
-                                                 "from the speech and --prompt."),
+    pld: str = typer.Option(None, "--pld", help="Generated mode: a PLD run (posetalk-train pld) generates the pose "
+                                                f"from the speech and --prompt: {RUN_URL}."),
     prompt: str = typer.Option(None, "--prompt", help='Generated mode: a motion prompt, e.g. "nods slowly".'),
     mode: str = typer.Option(None, "--mode", help="The PLD's conditions: audio, text or both (default: both with "
                                                   "--prompt, else audio)."),
@@ -76,9 +79,9 @@ def generate(
     enhance: bool = typer.Option(False, "--enhance", help="Also run the portrait enhancer (needs an enhance run)."),
     seed: int = SEED, guidance: float = GUIDANCE, steps: int = STEPS, overlap: int = OVERLAP,
     speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE, force: bool = FORCE,
-    out: Path = typer.Option(..., "--out", help="OUT.mp4 (H.264, 25 fps, the audio muxed in); OUT.npy (the pose "
-                                                "and gaze used, frames x 10) and OUT.json (runs, weights hashes, "
-                                                "settings) beside it."),
+    out: str = typer.Option(..., "--out", help="OUT.mp4 (H.264, 25 fps, the audio muxed in); OUT.npy (the pose "
+                                               "and gaze used, frames x 10) and OUT.json (runs, weights hashes, "
+                                               "settings) beside it; a path or a store URL (s3://, gs://)."),
 ) -> None:
     """A talking-head video of the portrait saying the audio: exactly round(duration x 25) frames, lip motion from
     the speech, head pose and gaze fixed (default), from --pose-from, or generated with --pld [--prompt]."""
@@ -94,7 +97,8 @@ def generate(
         fail("--pose-from and --pld are two pose modes: give one")
     if prompt and not pld:
         fail("--prompt needs --pld RUN (the pose generator)")
-    if out.suffix.lower() != ".mp4":
+    out, generator, pld = location(out), location(generator), location(pld)
+    if os.path.splitext(storage.name(out))[1].lower() != ".mp4":
         fail(f"--out {out}: the video is an .mp4 file")
     for path, flag in ((image, "--image"), (audio, "--audio")):
         if path is not None and not path.is_file():
@@ -104,10 +108,10 @@ def generate(
     with user_errors():
         mode = pose_mode(prompt, mode) if pld else None
     mode_name = "reference" if pose_from else "generated" if pld else "fixed"
-    outputs = [out, out.with_suffix(".npy"), out.with_suffix(".json")]
+    outputs = [out, storage.with_suffix(out, ".npy"), storage.with_suffix(out, ".json")]
     with user_errors():
         check_outputs(outputs, outputs[-1], "posetalk-generate", {
-            "--image": image, "--audio": audio, "--pose-from": on_disk(pose_from), "--generator": run_folder(generator),
+            "--image": image, "--audio": audio, "--pose-from": pose_from, "--generator": run_folder(generator),
             "--pld": run_folder(pld), "--speech-weights": speech_weights and Path(speech_weights),
             "--text-weights": text_weights and Path(text_weights)}, force=force)
         image_frame(image)                       # readable, not too large: before any model is loaded
@@ -173,14 +177,14 @@ def pose_main() -> None:
 
 @pose_app.command("generate")
 def pose_generate(
-    run: Path = typer.Option(..., "--run", help="PLD run folder (from `posetalk-train pld`)."),
+    run: str = typer.Option(..., "--run", help=f"PLD run folder (from `posetalk-train pld`): {RUN_URL}."),
     audio: Path = AUDIO,
     text: str = typer.Option(None, "--text", help='Motion prompt, e.g. "turns left, then nods".'),
     mode: str = typer.Option(None, "--mode", help="audio, text or both (default: both with --text, else audio)."),
     guidance: float = GUIDANCE, steps: int = STEPS, overlap: int = OVERLAP, seed: int = SEED,
-    out: Path = typer.Option(..., "--out", help="poses.npy: (frames, channels) float32 (.npy is added if missing); "
-                                                "a .json with the channel names and settings and a .png plot are "
-                                                "written beside it."),
+    out: str = typer.Option(..., "--out", help="poses.npy: (frames, channels) float32 (.npy is added if missing); "
+                                               "a .json with the channel names and settings and a .png plot are "
+                                               "written beside it; a path or a store URL (s3://, gs://)."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the yaw/pitch/roll and gaze plot."),
     speech_weights: str = SPEECH_WEIGHTS, text_weights: str = TEXT_WEIGHTS, device: str = DEVICE, force: bool = FORCE,
 ) -> None:
@@ -193,8 +197,11 @@ def pose_generate(
     with user_errors():
         mode = pose_mode(text, mode)
     check_device(device)
-    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")   # what np.save would write anyway
-    outputs = [out, *([out.with_suffix(".png")] if plot else []), out.with_suffix(".json")]
+    out, run = location(out), location(run)
+    if not storage.name(out).endswith(".npy"):           # what np.save would write anyway
+        out = storage.join(storage.parent(out), storage.name(out) + ".npy")
+    png, record = storage.with_suffix(out, ".png"), storage.with_suffix(out, ".json")
+    outputs = [out, *([png] if plot else []), record]
     with user_errors():
         check_outputs(outputs, outputs[-1], "posetalk-pose generate", {
             "--run": run_folder(run), "--audio": audio, "--speech-weights": speech_weights and Path(speech_weights),
@@ -210,8 +217,8 @@ def pose_generate(
         with published(outputs) as temp:
             np.save(temp[out], poses.astype(np.float32))
             if plot:
-                plot_poses(poses, temp[out.with_suffix(".png")], f"{mode}: {text or audio.name}")
-            temp[out.with_suffix(".json")].write_text(json.dumps(info, indent=1) + "\n")
+                plot_poses(poses, temp[png], f"{mode}: {text or audio.name}")
+            temp[record].write_text(json.dumps(info, indent=1) + "\n")
     typer.echo(f"{out}: {len(poses)} frames ({len(poses) / 25:.1f} s), mode {mode}, guidance {guidance}")
     if plot:
-        typer.echo(out.with_suffix(".png"))
+        typer.echo(png)

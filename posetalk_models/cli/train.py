@@ -22,7 +22,7 @@ import typer
 
 from posetalk_data.config import ConfigError
 
-from posetalk_models.cli.common import check_manifest, fail, local_folder, user_errors
+from posetalk_models.cli.common import check_manifest, fail, local_folder, location, user_errors
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -180,7 +180,8 @@ def sync(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: 
 
 
 @app.command("eval")
-def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), manifest: str = MANIFEST,
+def evaluate(run: str = typer.Option(..., "--run", help="A PLD run folder: a path or a URL (s3://, gs://, "
+                                                      "file://)."), manifest: str = MANIFEST,
              windows: int = typer.Option(64, "--windows", min=2, help="Real windows to compare against (one pass "
                                                                        "over the manifest caps it)."),
              samples: int = typer.Option(4, "--samples", min=2, help="Samples per window (diversity across "
@@ -191,20 +192,22 @@ def evaluate(run: Path = typer.Option(..., "--run", help="A PLD run folder."), m
              device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
              text_weights: str = typer.Option(None, "--text-weights", help="The run's text encoder weights, if not "
                                                                            "in its package or cache."),
-             out: Path = typer.Option(None, "--out", help="Also write the figures to this JSON file.")) -> None:
+             out: str = typer.Option(None, "--out", help="Also write the figures to this JSON file (a path or a "
+                                                         "store URL).")) -> None:
     """VAE reconstruction error (deg), diversity and Fréchet distance in the VAE encoder space for audio-only,
     text-only and text+audio generation on held-out clips, and text control ("nods" vs "keeps still", "turns
     left" vs "turns right"; positive scores: the model follows the text)."""
+    from posetalk_data import storage
     from posetalk_models.evaluate.pose import evaluate_run
 
     from posetalk_models.train.loop import pick_device
 
-    manifest = check_manifest(manifest)
+    manifest, run, out = check_manifest(manifest), location(run), location(out)
     with user_errors():
         pick_device(device)     # a GPU asked for and not there: one line before anything loads
         figures = evaluate_run(run, manifest, windows=windows, samples=samples, steps=steps, guidance=guidance,
                                seed=seed, device=device, text_weights=text_weights)
-    text = json.dumps(figures, indent=1)
-    if out:
-        out.write_text(text + "\n")
+        text = json.dumps(figures, indent=1)
+        if out:
+            storage.write_atomic(out, text + "\n")     # one rename, or one PUT to a store
     typer.echo(text)

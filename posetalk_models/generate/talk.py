@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from posetalk_data import storage
 from posetalk_models.generate.render import render, source_tensor
 from posetalk_models.nets.cascade import Cascade
 from posetalk_models.runs import load_cascade
@@ -17,7 +18,7 @@ from posetalk_models.runs import load_cascade
 @dataclass
 class Generator:
     """A video generator run loaded once: its cascade (every stage up to the run's own) and sidecar."""
-    run: Path
+    run: str | Path                 # as given: a path, or a store URL (a Path would turn s3://b into s3:/b)
     cascade: Cascade
     sidecar: dict
 
@@ -39,7 +40,7 @@ class Generator:
 
 def load_generator(run: str | Path, device="cpu", flag: str = "--generator") -> Generator:
     cascade, sidecar = load_cascade(run, device=device, flag=flag)
-    return Generator(Path(run), cascade, sidecar)
+    return Generator(storage.location(run), cascade, sidecar)
 
 
 @dataclass
