@@ -166,9 +166,11 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
     workers = default_workers(address) if workers is None else workers
     pool = WorkerPool(cfg, workers=workers, address=address, videos=max(videos, 1),   # models load from here
                       processor=processor)
-    # the report's matplotlib (and, in-process, webdataset for the shards) while the videos run: after Ray's start,
-    # which an import in this process would slow (its ray.init and raylet wait on this process's GIL)
-    import_in_background(f"{__package__}.report", *(["webdataset"] if workers == 0 else []))
+    # what the end of the build imports, while the videos run: the report's matplotlib and what it reads the tables
+    # with (pyarrow.dataset, which pulls in pandas: 0.3 s); in-process, webdataset for the shards. After Ray's start,
+    # which an import in this process would slow (ray.init waits on its GIL). Not decord: its import in a thread
+    # crashed the process (segfault) beside the probe's PyAV.
+    import_in_background(f"{__package__}.report", "pyarrow.dataset", *(["webdataset"] if workers == 0 else []))
     written: dict[int, dict] = {}
     versions: dict[str, str] = {}
 

@@ -11,6 +11,9 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 QUICK_S = 0.3     # a listing this quick needs no Ray started beside it
 owned = threading.Event()      # set while a Ray this module started (not one the caller started) is up
+# A starting raylet connects to its object store at once and, if the store's socket is not up yet (about every other
+# start here), retries a second later: 1 s of a 3 s start. Retrying every 0.1 s, 100 times, keeps the 10 s patience.
+QUICK_CONNECT = {"raylet_client_connect_timeout_milliseconds": 100, "raylet_client_num_connect_attempts": 100}
 
 
 def ensure_ray(address: str | None, num_cpus: int | None):
@@ -24,7 +27,8 @@ def ensure_ray(address: str | None, num_cpus: int | None):
         else:
             # "local": a Ray of its own; a bare ray.init() joins whatever cluster runs on this machine (a `ray start`,
             # someone's test cluster) and loses it when that one stops
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     _system_config=QUICK_CONNECT)
         owned.set()
     return ray
 
