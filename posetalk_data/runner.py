@@ -200,9 +200,10 @@ class WorkerPool:
             except self.ray.exceptions.RayError as err:
                 yield from self._replace(kind, actor, work, err)
                 continue
+            if kind != "write":
+                self._writer(self._node(actor))     # a writer where results are, started while the videos run
             if kind == "video":
                 self._submit_video(actor)
-                self._writer(self._node(actor))     # started (once a node) while the videos run
                 spec, ref = work
                 if self.cfg.models.pool and answer.kept:
                     ready.append((spec, ref, answer))
