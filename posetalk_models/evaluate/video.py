@@ -105,8 +105,8 @@ def evaluate(manifest: str | Path, out_dir: str | Path, *, generator: str | Path
                 "videos": {k: str(v) for k, v in videos.items()}, "max_frames": max_frames, "speech": speech}
     rows = mean_rows(per_clip)
     rows.update({name: {} for name in incomplete})          # averages over some clips only would mislead
-    result = {"command": "posetalk-eval", "rows": rows, "incomplete": incomplete, "definitions": {k: {"label": a, "definition": b}
-                                                           for k, (a, b) in vm.DEFINITIONS.items()},
+    definitions = {k: {"label": a, "definition": b} for k, (a, b) in vm.DEFINITIONS.items()}
+    result = {"command": "posetalk-eval", "rows": rows, "incomplete": incomplete, "definitions": definitions,
               "not_computed": found.errors, "notes": notes, "settings": settings, "per_clip": per_clip}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(finite(result), indent=1) + "\n")
