@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .cli_manifest import app as manifest_app
 from .cli_models import app as models_app
-from .cli_output import console, fail, fail_unreachable, storage_errors
+from .cli_output import console, fail, fail_unreachable, run_command, storage_errors
 from .config import ConfigError, load_config, shipped
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -232,5 +232,9 @@ def version() -> None:
         typer.echo(f"{name}: {value}")
 
 
+def main() -> None:
+    run_command(app)
+
+
 if __name__ == "__main__":
-    app()
+    main()

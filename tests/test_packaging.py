@@ -92,3 +92,22 @@ def test_train_help_shows_each_example_on_its_own_line():
     for example in ("posetalk-train vae --manifest", "posetalk-train pld --manifest", "posetalk-train coarse ",
                     "posetalk-train sync "):
         assert any(line.strip().startswith(example) for line in lines), (example, lines)
+
+
+def test_console_commands_freeze_the_collector_before_exit_and_keep_their_exit_codes():
+    """Every console command goes through run_command: its exit code is the app's, and the collector is frozen
+    (checked from an atexit handler, which runs after the command returns) so the interpreter's exit is quick."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    check = ("import atexit, gc, importlib, sys\n"
+             "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+             "module, name = sys.argv[1].split(':'); sys.argv = ['cmd', *sys.argv[2:]]\n"
+             "getattr(importlib.import_module(module), name)()\n")
+    for script, target in scripts.items():
+        ok = subprocess.run([sys.executable, "-c", check, target, "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+        assert ok.returncode == 0 and "frozen True" in ok.stdout, (script, ok.stdout[-300:], ok.stderr[-500:])
+    bad = subprocess.run([sys.executable, "-c", check, scripts["posetalk-data"], "build", "--src", "nonesuch"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "frozen True" in bad.stdout, (bad.stdout[-300:], bad.stderr[-500:])

@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from posetalk_data import storage
+from posetalk_data.cli_output import run_command
 
 from posetalk_models.cli.common import check_device, check_manifest, fail, location, run_folder, user_errors
 
@@ -111,3 +112,7 @@ def evaluate(
         console.print(f"[yellow]incomplete[/] {name}: {'; '.join(why)} (not averaged)", soft_wrap=True)
     typer.echo(table)
     typer.echo(f"wrote {', '.join(str(storage.join(out, name)) for name in REPORT)}, {storage.join(out, 'strips')}/")
+
+
+def main() -> None:
+    run_command(app)

@@ -16,6 +16,7 @@ import numpy as np
 import typer
 
 from posetalk_data import storage
+from posetalk_data.cli_output import run_command
 from posetalk_data.shards import sha256_file
 
 from posetalk_models.cli.common import (check_device, fail, input_file, loading_run, location, run_folder,
@@ -222,3 +223,11 @@ def pose_generate(
     typer.echo(f"{out}: {len(poses)} frames ({len(poses) / 25:.1f} s), mode {mode}, guidance {guidance}")
     if plot:
         typer.echo(png)
+
+
+def main() -> None:
+    run_command(app)
+
+
+def pose_main() -> None:
+    run_command(pose_app)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import typer
 
+from posetalk_data.cli_output import run_command
 from posetalk_data.config import ConfigError
 
 from posetalk_models.cli.common import check_manifest, fail, local_folder, location, user_errors
@@ -211,3 +212,7 @@ def evaluate(run: str = typer.Option(..., "--run", help="A PLD run folder: a pat
         if out:
             storage.write_atomic(out, text + "\n")     # one rename, or one PUT to a store
     typer.echo(text)
+
+
+def main() -> None:
+    run_command(app)
