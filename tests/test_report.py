@@ -110,3 +110,36 @@ def test_report_command_rewrites_the_report(report, tmp_path):
                                       "--thumbnails", "1"])
     assert result.exit_code == 0, result.output
     assert len(re.findall(r'<figure id="thumb-\d+">', (tmp_path / "report.html").read_text())) == 1
+
+
+def test_figures_are_drawn_once_with_every_label_inside(monkeypatch):
+    """Fixed margins, not bbox_inches="tight" (which draws each figure twice to measure it): one drawing a figure,
+    and still every title, label and tick label inside the image, for the widest labels the report draws."""
+    import posetalk_data.report as report_module
+
+    drawn, original = [], report_module._png
+
+    def outside(fig, renderer) -> list[float]:
+        """How far (inches) what was drawn reaches past each edge of the image: the box bbox_inches="tight" uses."""
+        drawn, (width, height) = fig.get_tightbbox(renderer), fig.get_size_inches()
+        return [round(d, 2) for d in (-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height) if d > 0.01]
+
+    def counted(fig, **kw):
+        draws = []
+        fig.canvas.mpl_connect("draw_event", lambda event: draws.append(outside(fig, event.renderer)))
+        data = original(fig, **kw)
+        drawn.append(draws)
+        return data
+
+    monkeypatch.setattr(report_module, "_png", counted)
+    rng = np.random.default_rng(0)
+    samples = [{"duration": d, "gaze_lr_yaw_r": r, "gaze_yaw_range": 40 * r, "gaze_vergence_offset": -12.5 * r,
+                "gaze_mouth_r": 0.1} for d, r in zip(rng.uniform(2, 20, 50), rng.uniform(-0.3, 1, 50))]
+    clips = {"a": {"pose": rng.normal(0, 30, (500, 6)), "gaze": rng.normal(0, 20, (500, 4))}}
+    report_module._throughput({**TIMINGS, "text_embedding_long_name": 0.5})
+    report_module._gaze(clips, samples)
+    report_module._lengths(samples)
+    report_module._pose(clips)
+    assert len(drawn) == 5
+    for draws in drawn:
+        assert len(draws) == 1 and draws[0] == [], draws     # one drawing, nothing cut off
