@@ -129,14 +129,25 @@ def test_evaluate_run_reports_finite_figures_for_every_mode(figures):
 
 
 def test_eval_command_prints_and_writes_the_figures(pld_run, manifest, figures, tmp_path):
+    """--out: the figures as printed; a file another command wrote is replaced only with --force (refused before
+    any sampling), the command's own earlier figures without it."""
     out = tmp_path / "eval.json"
-    result = CliRunner().invoke(app, ["eval", "--run", str(pld_run), "--manifest", str(manifest), "--windows", "8",
-                                      "--steps", "2", "--out", str(out)])
+    args = ["eval", "--run", str(pld_run), "--manifest", str(manifest), "--windows", "8", "--steps", "2",
+            "--out", str(out)]
+    out.write_text('{"mine": 1}')
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "was not written by posetalk-train eval" in refused.output, refused.output
+    assert out.read_text() == '{"mine": 1}'
+    result = CliRunner().invoke(app, [*args, "--force"])
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
-    assert written["modes"].keys() == figures["modes"].keys() and written["steps"] == 2
+    assert written["command"] == "posetalk-train eval" and written["steps"] == 2
+    assert written["modes"].keys() == figures["modes"].keys()
     assert all(math.isfinite(v) for row in written["modes"].values() for v in row.values())
     assert json.loads(result.stdout) == written
+    again = CliRunner().invoke(app, [*args, "--seed", "5"])       # its own figures: replaced without --force
+    assert again.exit_code == 0, again.output
+    assert json.loads(out.read_text())["seed"] == 5
 
 
 def test_evaluate_run_refuses_features_unlike_the_runs(pld_run, manifest, tmp_path):

@@ -180,6 +180,9 @@ def sync(manifest: str = MANIFEST, out: str = OUT, config: Path = CONFIG, set_: 
     _train("sync", train_sync, manifest, out, config, set_, max_steps, workers, device, tiny, verify, holdout=holdout)
 
 
+EVAL_COMMAND = "posetalk-train eval"
+
+
 @app.command("eval")
 def evaluate(run: str = typer.Option(..., "--run", help="A PLD run folder: a path or a URL (s3://, gs://, "
                                                       "file://)."), manifest: str = MANIFEST,
@@ -194,21 +197,26 @@ def evaluate(run: str = typer.Option(..., "--run", help="A PLD run folder: a pat
              text_weights: str = typer.Option(None, "--text-weights", help="The run's text encoder weights, if not "
                                                                            "in its package or cache."),
              out: str = typer.Option(None, "--out", help="Also write the figures to this JSON file (a path or a "
-                                                         "store URL).")) -> None:
+                                                         "store URL)."),
+             force: bool = typer.Option(False, "--force", help="Replace an --out file that an earlier "
+                                                               "`posetalk-train eval` did not write.")) -> None:
     """VAE reconstruction error (deg), diversity and Fréchet distance in the VAE encoder space for audio-only,
     text-only and text+audio generation on held-out clips, and text control ("nods" vs "keeps still", "turns
     left" vs "turns right"; positive scores: the model follows the text)."""
     from posetalk_data import storage
     from posetalk_models.evaluate.pose import evaluate_run
+    from posetalk_models.generate.outputs import check_outputs
 
     from posetalk_models.train.loop import pick_device
 
     manifest, run, out = check_manifest(manifest), location(run), location(out)
     with user_errors():
         pick_device(device)     # a GPU asked for and not there: one line before anything loads
+        if out:     # before the minutes of sampling: never over an input or another command's file
+            check_outputs([out], out, EVAL_COMMAND, {"--run": run, "--manifest": manifest}, force=force)
         figures = evaluate_run(run, manifest, windows=windows, samples=samples, steps=steps, guidance=guidance,
                                seed=seed, device=device, text_weights=text_weights)
-        text = json.dumps(figures, indent=1)
+        text = json.dumps({"command": EVAL_COMMAND, **figures}, indent=1)   # the mark a later run's guard reads
         if out:
             storage.write_atomic(out, text + "\n")     # one rename, or one PUT to a store
     typer.echo(text)
