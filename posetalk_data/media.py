@@ -138,13 +138,15 @@ def probe(path: str | Path) -> ProbeInfo:
 
 def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: float | None = None,
                 size: tuple[int, int] | None = None, probed: tuple[int, int] | None = None,
-                threads: int = 0) -> Iterator[np.ndarray]:
+                threads: int = 0, audio: tuple[Path, int] | None = None) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames at a constant `fps` (ffmpeg's fps filter), rotation applied, optionally resized.
 
     `size` is (width, height) of the frames as displayed; ffmpeg autorotates before the filters run, and scales in
     the same process as it decodes (area averaging), so a small copy of a large video never crosses the pipe at full
     size. `probed`: the video's own (width, height) as displayed, when the caller has probed it already (saves an
-    ffprobe). `threads`: the decoder's threads (0: ffmpeg's choice, one per core and one more).
+    ffprobe). `threads`: the decoder's threads (0: ffmpeg's choice, one per core and one more). `audio`: (wav, rate):
+    the same ffmpeg also writes the span's audio as extract_audio does (one process a video, not two); the file
+    appears once every frame is read and ffmpeg ended well, and not at all otherwise.
     """
     args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-threads", str(threads), "-ss", f"{start:.6f}"]
     if duration is not None:
@@ -160,6 +162,10 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
         info = probe(path)
         width, height = info.width, info.height
     args += ["-i", safe_path(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    partial = None
+    if audio is not None:
+        partial = audio[0].with_name(f".{audio[0].name}.partial.wav")
+        args += ["-y", *audio_output(partial, audio[1], duration)]
     frame_bytes = width * height * 3
     # stderr goes to a file: a pipe read only at the end fills up (64 KiB) on a damaged stream and ffmpeg then
     # blocks writing it while we block reading frames
@@ -181,6 +187,11 @@ def read_frames(path: str | Path, *, fps: float, start: float = 0.0, duration: f
         log.seek(0)
         err = log.read().decode(errors="replace").strip()
         log.close()
+        if partial is not None:
+            if finished and code == 0:
+                partial.replace(audio[0])
+            else:
+                partial.unlink(missing_ok=True)
         if code != 0 and finished and err:
             raise MediaError(f"decoding failed: {err.splitlines()[-1]}")
 
@@ -254,10 +265,16 @@ def extract_audio(path: str | Path, out_wav: str | Path, *, rate: int, start: fl
     args = ["-ss", f"{start:.6f}"]
     if duration is not None:
         args += ["-t", f"{duration:.6f}"]
-    args += ["-i", safe_path(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate)]
+    _run([*args, "-i", safe_path(path), *audio_output(out_wav, rate, duration)], "audio extraction")
+
+
+def audio_output(out_wav: str | Path, rate: int, duration: float | None) -> list[str]:
+    """ffmpeg's output options for the first audio stream as mono s16 PCM at `rate`, padded with silence to
+    `duration`: extract_audio's, and read_frames' second output."""
+    args = ["-map", "0:a:0", "-ac", "1", "-ar", str(rate)]
     if duration is not None:
         args += ["-af", "apad", "-t", f"{duration:.6f}"]
-    _run([*args, "-c:a", "pcm_s16le", safe_path(out_wav)], "audio extraction")
+    return [*args, "-c:a", "pcm_s16le", safe_path(out_wav)]
 
 
 def mux_audio(video: str | Path, audio: str | Path, out: str | Path, *, seconds: float) -> None:

@@ -172,7 +172,7 @@ class VideoProcessor:
                 return VideoResult([record])
             result = self._run(VideoResult([ClipRecord(spec=readable, workdir=workdir)]))
             for r in result.records:   # no file of this worker is needed after the pack stage
-                r.video = r.audio = None
+                r.video = r.audio = r.audio_plan = None
                 r.spec = spec          # the source as the build knows it (its URL), not the download
             return result
         finally:

@@ -71,6 +71,7 @@ class ClipRecord:
     probe: dict[str, Any] = field(default_factory=dict)
     video: Path | None = None         # current video file (normalised, then the crop)
     audio: Path | None = None         # 16 kHz mono wav
+    audio_plan: Any = None            # stages/normalise.AudioPlan while `audio` is still to be written
     arrays: dict[str, Any] = field(default_factory=dict)   # per-frame arrays by member stem
     meta: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)          # kept-with-a-flag conditions

@@ -290,3 +290,56 @@ def test_audio_presence_is_read_in_process_and_an_unreadable_file_still_says_why
     with pytest.raises(media.MediaError, match="ffprobe cannot read it"):
         media.has_audio(broken)
     assert asked == [broken]
+
+
+def test_the_video_decode_writes_the_audio_extract_audio_would(samples, tmp_path, monkeypatch):
+    """One ffmpeg a video for frames and audio (an extraction process less: a tenth of a second of CPU each):
+    the same bytes as extract_audio's, past the source's end too; a decode stopped early leaves no file. A video
+    goes through the worker's stages with one ffprobe and one ffmpeg process."""
+    import subprocess as sp
+
+    from posetalk_data import media
+    from posetalk_data.config import load_config
+    from posetalk_data.pipeline import VideoProcessor
+    from posetalk_data.schema import VideoSpec
+
+    video = samples / "videos" / "liveportrait_d10.mp4"
+    for start, seconds in ((1.3, 2.1), (0.52, 30.0)):
+        media.extract_audio(video, tmp_path / "alone.wav", rate=16000, start=start, duration=seconds)
+        frames = list(media.read_frames(video, fps=25, start=start, duration=seconds, size=(64, 64),
+                                        audio=(tmp_path / "with.wav", 16000)))
+        assert frames and (tmp_path / "with.wav").read_bytes() == (tmp_path / "alone.wav").read_bytes()
+        (tmp_path / "with.wav").unlink()
+    stopped = media.read_frames(video, fps=25, size=(64, 64), audio=(tmp_path / "with.wav", 16000))
+    next(stopped)
+    stopped.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.wav"]
+
+    started = []
+    real = sp.Popen.__init__
+    monkeypatch.setattr(sp.Popen, "__init__", lambda self, args, *a, **k: started.append(args[0])
+                        or real(self, args, *a, **k))
+    processor = VideoProcessor(load_config(PIPELINES / "folder.yaml", ["facetrack.crop_size=128"], "offline"),
+                               "video")
+    processor.setup()
+    started.clear()
+    result = processor(VideoSpec("folder", "d10", str(video)))
+    assert [r.ok for r in result.records] == [True] and result.records[0].arrays["clip_audio"].size > 0
+    assert started == ["ffprobe", "ffmpeg"]
+
+
+def test_audio_that_fails_in_the_decode_is_dropped_with_the_audio_reason(samples, monkeypatch):
+    """Where the shared decode fails (here: its audio options are broken), the video is decoded again alone, and
+    the audio's own failure is what the clip is dropped for, as when it was extracted by itself."""
+    from posetalk_data import media
+    from posetalk_data.config import load_config
+    from posetalk_data.pipeline import VideoProcessor
+    from posetalk_data.schema import VideoSpec
+
+    real = media.audio_output
+    monkeypatch.setattr(media, "audio_output", lambda *a: [*real(*a)[:-1], "-ar", "-5", real(*a)[-1]])
+    processor = VideoProcessor(load_config(PIPELINES / "folder.yaml", ["facetrack.crop_size=128"], "offline"),
+                               "video")
+    record = processor(VideoSpec("folder", "d10", str(samples / "videos" / "liveportrait_d10.mp4"))).records[0]
+    assert not record.ok and list(record.errors.values())[0].startswith("audio: audio extraction failed"), \
+        record.errors

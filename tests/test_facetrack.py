@@ -157,7 +157,7 @@ def test_a_large_source_is_decoded_once_at_the_size_its_crops_need(clip_720p, tm
     sizes = []
     real = facetrack.video_frames
     monkeypatch.setattr(facetrack, "video_frames",
-                        lambda record, size=None: (sizes.append(size), real(record, size=size))[1])
+                        lambda record, size=None, **kw: (sizes.append(size), real(record, size=size, **kw))[1])
     runs = {}
     for name, mb in (("full", 1024), ("reduced", 100), ("twice", 0)):
         sizes.clear()

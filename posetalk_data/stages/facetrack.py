@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import CutsConfig, FaceTrackConfig, PipelineConfig
 from ..cuts import CutDetector, shots
-from ..media import VideoWriter
+from ..media import MediaError, VideoWriter
 from ..schema import VIDEO_FPS, ClipRecord
 from ..tracking import (Detections, Track, crop_track, cut_square, detect_size, face_spans, fit_crop, hint_box,
                         link_tracks, pick_track)
@@ -138,9 +138,24 @@ class FaceTrackStage(Stage):
         # decoded twice, this pass needs only the detector's small copy: the decoder scales it in the same process
         # (a 1080p frame is 6 MB through the pipe, its copy 0.7 MB), and the crop pass reads the full frames
         decoded = size if cache is None else None if held == (w, h) else held
+        try:
+            n, out, cache, cuts = self._detect_pass(record, decoded, size, w, h, cache, room, with_audio=True)
+        except MediaError:
+            if record.audio_plan is None:
+                raise
+            # perhaps the audio failed, not the video: decoded once more without it, the audio is then written
+            # (or its failure told) where it is read
+            n, out, cache, cuts = self._detect_pass(record, decoded, size, w, h,
+                                                    None if cache is None else [], room, with_audio=False)
+        return n, out, cache, cuts
+
+    def _detect_pass(self, record: ClipRecord, decoded, size, w: int, h: int, cache, room: int, *,
+                     with_audio: bool) -> tuple[int, Detections, list[np.ndarray] | None, list[int]]:
+        """One decode: the detections every `detect_every`-th frame, the frame cache and the scene cuts (and the
+        planned audio, with_audio)."""
         cuts = CutDetector(self.cuts_cfg)
         out, n = [], 0
-        for n, frame in enumerate(video_frames(record, size=decoded), 1):
+        for n, frame in enumerate(video_frames(record, size=decoded, with_audio=with_audio), 1):
             if cache is not None and len(cache) < room:
                 cache.append(frame)
             elif cache is not None:

@@ -1,10 +1,14 @@
 """Stage 2, normalise: 16 kHz mono audio for the clip's span, and the constant-25-fps video plan.
 
 The video is normalised on read (`video_frames`): ffmpeg applies the rotation metadata and its fps filter while
-decoding, so no intermediate video is written and every later pass sees the same 25 fps frames.
+decoding, so no intermediate video is written and every later pass sees the same 25 fps frames. Audio from the
+video's own track is only planned here: the first decode of the video (facetrack's) writes it in the same ffmpeg
+process, one process a video less (a tenth of a second of CPU each: much of a short clip's cost). `audio_file`
+writes it where that decode did not (it failed, or a pipeline has none) before a stage reads it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,15 +21,39 @@ from ..schema import ClipRecord
 from .base import ClipFailure, Resources, Stage
 
 
-def video_frames(record: ClipRecord, fps: int = 25, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+@dataclass(frozen=True)
+class AudioPlan:
+    """The video span's audio, not written yet: the span of `source` (the video itself) at `rate`."""
+    source: Path
+    start: float
+    duration: float
+    rate: int
+
+
+def video_frames(record: ClipRecord, fps: int = 25, size: tuple[int, int] | None = None, *,
+                 with_audio: bool = False) -> Iterator[np.ndarray]:
     """The record's span of its source video as constant-fps RGB frames (rotation applied), at full size or scaled
     to `size` (width, height) by the decoder. One decoder thread: a build runs one worker per core, and frame
-    threads there only add CPU (about a tenth more at 1080p) and contend with the other workers."""
+    threads there only add CPU (about a tenth more at 1080p) and contend with the other workers. with_audio: this
+    decode also writes the planned audio (record.audio_plan), once every frame is read."""
     if record.frames is not None:       # frames held in memory (ClipRecord.frames, 25 fps): the span's, no decode
         held = record.frames[round(record.start * fps):round(record.end * fps)]
         return iter(held) if size is None else (cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in held)
+    plan = record.audio_plan if with_audio else None
     return read_frames(record.spec.path, fps=fps, start=record.start, duration=record.end - record.start,
-                       size=size, probed=(record.probe["width"], record.probe["height"]), threads=1)
+                       size=size, probed=(record.probe["width"], record.probe["height"]), threads=1,
+                       audio=(record.audio, plan.rate) if plan else None)
+
+
+def audio_file(record: ClipRecord) -> Path:
+    """The clip's audio file, written now if it is still only planned (the video's decode did not write it)."""
+    plan = record.audio_plan
+    if plan is not None and not record.audio.exists():
+        try:
+            extract_audio(plan.source, record.audio, rate=plan.rate, start=plan.start, duration=plan.duration)
+        except MediaError as err:
+            raise ClipFailure(f"audio: {err}") from None
+    return record.audio
 
 
 def audio_source(record: ClipRecord, wav_beside: bool) -> Path | None:
@@ -67,13 +95,15 @@ class NormaliseStage(Stage):
                     raise ClipFailure(f"no audio stream in {source.name}")
             except MediaError as err:
                 raise ClipFailure(f"unreadable audio file {source.name}: {err}") from None
-        out = record.workdir / "audio.wav"
+        record.audio = record.workdir / "audio.wav"
         # A separate audio file starts with the video, so the same span applies to both.
-        try:
-            extract_audio(source, out, rate=self.cfg.audio_rate, start=record.start,
-                          duration=record.end - record.start)
-        except MediaError as err:
-            raise ClipFailure(f"audio: {err}") from None
-        record.audio = out
+        plan = AudioPlan(source, record.start, record.end - record.start, self.cfg.audio_rate)
+        if source == Path(record.spec.path) and record.frames is None:
+            record.audio_plan = plan            # written by the video's first decode (facetrack), else audio_file
+        else:
+            try:
+                extract_audio(source, record.audio, rate=plan.rate, start=plan.start, duration=plan.duration)
+            except MediaError as err:
+                raise ClipFailure(f"audio: {err}") from None
         record.meta["audio_source"] = "video" if source == Path(record.spec.path) else source.name
         return record

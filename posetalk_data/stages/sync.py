@@ -18,6 +18,7 @@ from ..config import PipelineConfig, SyncConfig
 from ..media import read_wav
 from ..schema import AUDIO_RATE, VIDEO_FPS, ClipRecord
 from .base import ClipFailure, Resources, Stage
+from .normalise import audio_file
 
 HOP = AUDIO_RATE // VIDEO_FPS
 DROP_SETTING = {"av_offset_large": "drop_offset_large", "av_sync_low": "drop_sync_low",
@@ -56,7 +57,7 @@ class SyncStage(Stage):
 
     def process(self, record: ClipRecord) -> ClipRecord:
         frames = len(record.arrays["crop_box"])
-        samples = read_wav(record.audio)
+        samples = read_wav(audio_file(record))
         first = round(record.meta.get("audio_offset", 0.0) * AUDIO_RATE)   # the clip's start in the video's audio
         if not self.cfg.enabled:
             record.arrays["clip_audio"] = span(samples, first, frames * HOP)
