@@ -232,9 +232,9 @@ def version() -> None:
         typer.echo(f"{name}: {value}")
 
 
-def main() -> None:
+def entry() -> None:
     run_command(app)
 
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -114,5 +114,5 @@ def evaluate(
     typer.echo(f"wrote {', '.join(str(storage.join(out, name)) for name in REPORT)}, {storage.join(out, 'strips')}/")
 
 
-def main() -> None:
+def entry() -> None:
     run_command(app)

@@ -225,9 +225,9 @@ def pose_generate(
         typer.echo(png)
 
 
-def main() -> None:
+def entry() -> None:
     run_command(app)
 
 
-def pose_main() -> None:
+def pose_entry() -> None:
     run_command(pose_app)

@@ -222,5 +222,5 @@ def evaluate(run: str = typer.Option(..., "--run", help="A PLD run folder: a pat
     typer.echo(text)
 
 
-def main() -> None:
+def entry() -> None:
     run_command(app)
