@@ -9,27 +9,21 @@ np.load(allow_pickle=False): nothing is unpickled, and a member that escapes or 
 """
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import re
 from collections import Counter, defaultdict
 
-import cv2
 import numpy as np
 from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no global pyplot state
 
-from .accounting import source_time
-from .geometry import euler_to_rotation
-from .media import mp4_frames
+from . import report_render as render
 from . import storage
+from .accounting import source_time
 from .reading import read_table, safe_samples, selection, shard_location
 
 MAX_CLIPS = 300
-THUMB_PX = 192
 TIMING_EXTRAS = ("frames", "wall_seconds", "startup_seconds")  # keys of `timings` that are not stages
-AXIS_COLOURS = ((0, 0, 230), (0, 170, 0), (230, 60, 0))  # BGR: face x (red), y (green), z / nose (blue)
 
 # Set data-rendered on <body> once every image has decoded: a headless browser's dumped DOM then shows it.
 RENDER_CHECK = """<script>
@@ -66,8 +60,8 @@ def write_report(out_dir, *, manifest_path=None, timings: dict[str, float] | Non
     thumb_keys = set(_pick(keys, max_thumbnails))
     clips = _read_clips(root, {r["key"]: r["shard"] for r in samples}, keys, thumb_keys)
     body = [
-        f"<h1>posetalk build report</h1><p class=muted>{_e(manifest.get('source', '?'))} build, "
-        f"{_e(manifest.get('format', ''))} schema {_e(manifest.get('schema_version', '?'))}</p>",
+        f"<h1>posetalk build report</h1><p class=muted>{render.escape(manifest.get('source', '?'))} build, "
+        f"{render.escape(manifest.get('format', ''))} schema {render.escape(manifest.get('schema_version', '?'))}</p>",
         _summary(manifest, samples, len(clips)), _drops(failures), _source_time(samples, failures),
         _lengths(samples), _pose(clips), _gaze(clips, samples), _av_sync(samples), _flags(samples),
         _throughput(timings), _versions(manifest), _thumbnails(clips, thumb_keys, samples),
@@ -104,57 +98,6 @@ def _read_clips(root, shard_of: dict[str, str], keys: list[str], thumb_keys: set
     return {k: clips[k] for k in keys if "pose" in clips.get(k, {})}
 
 
-# ---------------------------------------------------------------- HTML helpers
-def _e(x) -> str:
-    return html.escape(str(x))
-
-
-def _table(header: list[str], rows: list[list], numeric: tuple[int, ...] = ()) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{_e(c)}</td>" for i, c in
-                                     enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _section(sid: str, title: str, content: str) -> str:
-    return f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>'
-
-
-def _img(fid: str, alt: str, data: bytes, mime: str = "image/png", caption: str = "") -> str:
-    src = f"data:{mime};base64,{base64.b64encode(data).decode()}"
-    return (f'<figure id="{_e(fid)}"><img alt="{_e(alt)}" src="{src}">'
-            f"<figcaption>{caption or _e(alt)}</figcaption></figure>")
-
-
-def _png(fig: Figure, *, left: float = 0.5) -> bytes:
-    """The figure as PNG, with margins fixed in inches (`left`: room for the y tick labels and label): one drawing,
-    where bbox_inches="tight" draws the figure twice to measure it (half the report's time)."""
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.3 / height)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
-
-
-def _histograms(fid: str, alt: str, panels: list[tuple[str, list[tuple[str, np.ndarray]]]], unit: str) -> str:
-    """One row of histograms; each panel overlays named series. An empty series shows 'no data', so every figure
-    exists (and renders) even for an empty build."""
-    fig = Figure(figsize=(4 * len(panels), 3))
-    for ax, (title, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        for name, values in series:
-            v = values[np.isfinite(values)]
-            if v.size:
-                ax.hist(v, bins=40, alpha=0.6, histtype="stepfilled",
-                        label=f"{name} (n={v.size})" if name else f"n={v.size}")
-        if not ax.patches:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        elif len(series) > 1 or series[0][0]:
-            ax.legend(fontsize=8)
-        ax.set_title(title)
-        ax.set_xlabel(unit)
-    return _img(fid, alt, _png(fig))
-
-
 # ---------------------------------------------------------------- sections
 def _summary(manifest: dict, samples: list[dict], n_read: int) -> str:
     c = manifest.get("counts", {})
@@ -163,13 +106,13 @@ def _summary(manifest: dict, samples: list[dict], n_read: int) -> str:
             ["input videos", c.get("videos", "?")], ["hours kept", f"{c.get('hours', 0):.4f}"],
             ["shards", f"{c.get('shards', '?')} ({size / 1e6:.1f} MB)"],
             ["clips read for the per-frame figures", f"{n_read} of {len(samples)}"]]
-    return _section("summary", "Summary", _table(["", ""], rows, numeric=(1,)))
+    return render.section("summary", "Summary", render.table(["", ""], rows, numeric=(1,)))
 
 
 def _drops(failures: list[dict]) -> str:
     failures = [f for f in failures if f.get("kind") != "span"]   # frames no clip holds: see Source time
     if not failures:
-        return _section("drops", "Drop reasons", "<p>No clip was dropped.</p>")
+        return render.section("drops", "Drop reasons", "<p>No clip was dropped.</p>")
     # Reasons end with per-file detail in parentheses (paths, ffmpeg output): group on the general part.
     groups = Counter((f["stage"], re.sub(r"\s*\(.*\)\s*$", "", f["reason"] or "")) for f in failures)
     example = {}
@@ -177,7 +120,8 @@ def _drops(failures: list[dict]) -> str:
         example.setdefault((f["stage"], re.sub(r"\s*\(.*\)\s*$", "", f["reason"] or "")), f)
     rows = [[stage, reason, n, f"{example[(stage, reason)]['source_path']}: {example[(stage, reason)]['reason']}"]
             for (stage, reason), n in groups.most_common()]
-    return _section("drops", "Drop reasons", _table(["stage", "reason", "clips", "example"], rows, numeric=(2,)))
+    return render.section("drops", "Drop reasons",
+                          render.table(["stage", "reason", "clips", "example"], rows, numeric=(2,)))
 
 
 def _source_time(samples: list[dict], failures: list[dict]) -> str:
@@ -192,14 +136,15 @@ def _source_time(samples: list[dict], failures: list[dict]) -> str:
             + (f"{t.unknown_length} dropped video(s) of unknown length are not counted. " if t.unknown_length else "")
             + "Each dropped span is a row of failures.parquet (kind <code>span</code>) with its start, end and "
               "reason.</p>")
-    return _section("source-time", "Source time kept and dropped", note + _table(
+    return render.section("source-time", "Source time kept and dropped", note + render.table(
         ["stage", "kept, or dropped because", "rows", "seconds", "share"], rows, numeric=(2, 3, 4)))
 
 
 def _lengths(samples: list[dict]) -> str:
     d = np.array([r["duration"] for r in samples], dtype=np.float64)
-    fig = _histograms("fig-clip-length", "Histogram of clip lengths in seconds", [("clip length", [("", d)])], "s")
-    return _section("clip-lengths", "Clip lengths", fig)
+    fig = render.histograms("fig-clip-length", "Histogram of clip lengths in seconds", [("clip length", [("", d)])],
+                            "s")
+    return render.section("clip-lengths", "Clip lengths", fig)
 
 
 def _frames(clips: dict, name: str, cols: slice) -> np.ndarray:
@@ -210,21 +155,21 @@ def _frames(clips: dict, name: str, cols: slice) -> np.ndarray:
 def _pose(clips: dict) -> str:
     p = _frames(clips, "pose", slice(0, 3))
     panels = [(n, [("", p[:, i])]) for i, n in enumerate(("yaw", "pitch", "roll"))]
-    fig = _histograms("fig-pose", "Histograms of head yaw, pitch and roll per frame", panels, "degrees")
-    return _section("pose", "Head pose (per frame)", fig)
+    fig = render.histograms("fig-pose", "Histograms of head yaw, pitch and roll per frame", panels, "degrees")
+    return render.section("pose", "Head pose (per frame)", fig)
 
 
 def _gaze(clips: dict, samples: list[dict]) -> str:
     g = _frames(clips, "gaze", slice(0, 4))
     panels = [("gaze yaw", [("image-left eye", g[:, 0]), ("image-right eye", g[:, 2])]),
               ("gaze pitch", [("image-left eye", g[:, 1]), ("image-right eye", g[:, 3])])]
-    fig = _histograms("fig-gaze", "Histograms of gaze yaw and pitch per frame, each eye", panels, "degrees")
+    fig = render.histograms("fig-gaze", "Histograms of gaze yaw and pitch per frame, each eye", panels, "degrees")
     note = ("<p>Each eye's gaze relative to the head. Consistency: the two eyes of one face turn together, so per "
             "frame their angles should lie on the diagonal, and per clip their yaw should correlate wherever gaze "
             "moves more than a few degrees. The constant left-right yaw difference removed per clip is the "
             "person's anatomy as the landmarks see it (flag gaze_offset_large above 20 degrees). Frames with a "
             "shut eye carry filled-in gaze, listed in meta.json (quality.gaze_filled_spans).</p>")
-    return _section("gaze", "Gaze (per frame, relative to the head)", fig + note + _gaze_consistency(g, samples))
+    return render.section("gaze", "Gaze (per frame, relative to the head)", fig + note + _gaze_consistency(g, samples))
 
 
 def _gaze_consistency(g: np.ndarray, samples: list[dict]) -> str:
@@ -254,8 +199,8 @@ def _gaze_consistency(g: np.ndarray, samples: list[dict]) -> str:
          col["gaze_lr_yaw_r"][moving]),
         ("median |r| of gaze with mouth opening", col["gaze_mouth_r"]),
         ("median |left-right offset removed| (deg)", np.abs(col["gaze_vergence_offset"])))]
-    return _img("fig-gaze-consistency", "Gaze consistency: left against right eye per frame and per clip",
-                _png(fig, left=0.7)) + _table(["", ""], rows, numeric=(1,))
+    return render.img("fig-gaze-consistency", "Gaze consistency: left against right eye per frame and per clip",
+                      render.png(fig, left=0.7)) + render.table(["", ""], rows, numeric=(1,))
 
 
 def _av_sync(samples: list[dict]) -> str:
@@ -266,7 +211,7 @@ def _av_sync(samples: list[dict]) -> str:
     measured = [r for r in samples if r.get("av_sync_confidence") is not None]
     sure = [r for r in measured if "av_sync_low" not in (r.get("flags") or [])]
     voice = [r for r in measured if "voice_over" in (r.get("flags") or [])]
-    fig = _histograms("fig-av-sync", "Histograms of the audio-video offset per clip and of its confidence", [
+    fig = render.histograms("fig-av-sync", "Histograms of the audio-video offset per clip and of its confidence", [
         ("offset found (+ = audio late)", [("confident", column("av_offset_frames", sure)),
                                            ("av_sync_low", column("av_offset_frames",
                                                                   [r for r in measured if r not in sure]))]),
@@ -285,7 +230,7 @@ def _av_sync(samples: list[dict]) -> str:
             "sync.max_shift_frames the clip's audio was moved by it before audio.flac and the speech features were "
             "made (samples.parquet av_shift_applied_frames). Confidence is a z-score of the peak correlation; "
             "voice_over: speech the mouth does not follow.</p>")
-    return _section("av-sync", "Audio-video offset", fig + note + _table(["", ""], rows, numeric=(1,)))
+    return render.section("av-sync", "Audio-video offset", fig + note + render.table(["", ""], rows, numeric=(1,)))
 
 
 def _flags(samples: list[dict]) -> str:
@@ -293,13 +238,14 @@ def _flags(samples: list[dict]) -> str:
     n = max(len(samples), 1)
     rows = [[flag, k, f"{100 * k / n:.1f}%"] for flag, k in counts.most_common()]
     rows.append(["(no flag)", sum(1 for r in samples if not r.get("flags")), ""])
-    return _section("flags", "Quality flags of kept clips", _table(["flag", "clips", "share"], rows, numeric=(1, 2)))
+    return render.section("flags", "Quality flags of kept clips",
+                          render.table(["flag", "clips", "share"], rows, numeric=(1, 2)))
 
 
 def _throughput(timings: dict | None) -> str:
     stages = {k: float(v) for k, v in (timings or {}).items() if k not in TIMING_EXTRAS}
     if not stages:
-        return _section("throughput", "Throughput per stage", "<p>Throughput: not recorded for this build.</p>")
+        return render.section("throughput", "Throughput per stage", "<p>Throughput: not recorded for this build.</p>")
     frames, wall, total = (timings or {}).get("frames"), (timings or {}).get("wall_seconds"), sum(stages.values())
     rows = [[s, f"{t:.1f}", f"{100 * t / max(total, 1e-9):.0f}%", f"{frames / t:.1f}" if frames and t > 0 else "-"]
             for s, t in stages.items()]
@@ -311,16 +257,16 @@ def _throughput(timings: dict | None) -> str:
     ax.barh(list(stages)[::-1], list(stages.values())[::-1], color="#4a7ab5")
     ax.set_xlabel("worker seconds")
     note = f"<p>{frames} frames processed.</p>" if frames else ""
-    return _section("throughput", "Throughput per stage", note + _table(
+    return render.section("throughput", "Throughput per stage", note + render.table(
         ["stage", "worker seconds", "share", "frames/s"], rows, numeric=(1, 2, 3)) +
-        _img("fig-throughput", "Bar chart of worker seconds per stage",
-             _png(fig, left=0.3 + 0.08 * max(map(len, stages)))))    # room for the longest stage name
+        render.img("fig-throughput", "Bar chart of worker seconds per stage",
+                   render.png(fig, left=0.3 + 0.08 * max(map(len, stages)))))    # room for the longest stage name
 
 
 def _versions(manifest: dict) -> str:
     rows = [[k, v] for k, v in sorted(manifest.get("versions", {}).items())]
-    pipeline = _e(json.dumps(manifest.get("pipeline", {}), indent=1, sort_keys=True))
-    return _section("versions", "Versions", _table(["component", "version"], rows) +
+    pipeline = render.escape(json.dumps(manifest.get("pipeline", {}), indent=1, sort_keys=True))
+    return render.section("versions", "Versions", render.table(["component", "version"], rows) +
                     f"<details><summary>pipeline config</summary><pre>{pipeline}</pre></details>")
 
 
@@ -328,52 +274,14 @@ def _thumbnails(clips: dict, thumb_keys: set[str], samples: list[dict]) -> str:
     flags = {r["key"]: r.get("flags") or [] for r in samples}
     items = []
     for i, key in enumerate(k for k in clips if k in thumb_keys):
-        jpg, ypr = _thumbnail(clips[key])
+        jpg, ypr = render.thumbnail(clips[key])
         if jpg is None:
             continue
         angles = "" if ypr is None else "<br>yaw {:.0f} pitch {:.0f} roll {:.0f}".format(*ypr)
-        caption = f"{_e(key)}<br>{_e(', '.join(flags.get(key, [])) or 'no flags')}{angles}"
-        items.append(_img(f"thumb-{i}", f"Middle frame of {key} with landmarks and pose axes", jpg,
+        caption = f"{render.escape(key)}<br>{render.escape(', '.join(flags.get(key, [])) or 'no flags')}{angles}"
+        items.append(render.img(f"thumb-{i}", f"Middle frame of {key} with landmarks and pose axes", jpg,
                           "image/jpeg", caption))
     legend = ("<p>Middle frame of each clip; landmarks in yellow; head axes from the frame's yaw/pitch/roll, "
               "projected orthographically: face x (red), up (green), nose direction (blue).</p>")
     grid = f'<div class=grid id="fig-thumbnails">{"".join(items)}</div>' if items else "<p>No thumbnails.</p>"
-    return _section("thumbnails", "Sample thumbnails", legend + grid)
-
-
-def _thumbnail(clip: dict) -> tuple[bytes | None, np.ndarray | None]:
-    """JPEG of the clip's middle frame with its landmarks and pose axes drawn, and that frame's yaw/pitch/roll."""
-    if "video.mp4" not in clip:
-        return None, None
-    mid = len(clip["pose"]) // 2
-    frame = _decode_frame(clip["video.mp4"], mid)
-    if frame is None:
-        return None, None
-    img = cv2.resize(frame, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA)
-    pts = clip.get("landmarks")
-    xy = pts[mid, :, :2] * THUMB_PX if pts is not None and pts.ndim == 3 and mid < len(pts) else np.zeros((0, 2))
-    xy = xy[np.isfinite(xy).all(1)]
-    for x, y in xy:
-        cv2.circle(img, (int(round(x)), int(round(y))), 1, (0, 230, 255), -1, cv2.LINE_AA)
-    ypr = clip["pose"][mid, :3]
-    if np.isfinite(ypr).all():
-        # Columns of R are the face frame's axes (x right, y up, z to the camera); image v runs down, hence -y.
-        rot = euler_to_rotation(ypr)
-        centre = xy.mean(0) if len(xy) else np.array([THUMB_PX / 2, THUMB_PX / 2])
-        for k, colour in enumerate(AXIS_COLOURS):
-            end = centre + 0.3 * THUMB_PX * np.array([rot[0, k], -rot[1, k]])
-            cv2.line(img, tuple(int(v) for v in centre.round()), tuple(int(v) for v in end.round()), colour, 2,
-                     cv2.LINE_AA)
-    ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return (jpg.tobytes() if ok else None), (ypr if np.isfinite(ypr).all() else None)
-
-
-def _decode_frame(video: bytes, index: int) -> np.ndarray | None:
-    """Frame `index` (BGR) of an mp4 given as bytes, decoded from memory (decord seeks from the keyframe before)."""
-    import decord
-
-    try:
-        frame = mp4_frames(video, [index])[0]
-    except (decord.DECORDError, RuntimeError, IndexError):
-        return None
-    return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    return render.section("thumbnails", "Sample thumbnails", legend + grid)

@@ -116,8 +116,9 @@ def test_figures_are_drawn_once_with_every_label_inside(monkeypatch):
     """Fixed margins, not bbox_inches="tight" (which draws each figure twice to measure it): one drawing a figure,
     and still every title, label and tick label inside the image, for the widest labels the report draws."""
     import posetalk_data.report as report_module
+    import posetalk_data.report_render as render
 
-    drawn, original = [], report_module._png
+    drawn, original = [], render.png
 
     def outside(fig, renderer) -> list[float]:
         """How far (inches) what was drawn reaches past each edge of the image: the box bbox_inches="tight" uses."""
@@ -131,7 +132,7 @@ def test_figures_are_drawn_once_with_every_label_inside(monkeypatch):
         drawn.append(draws)
         return data
 
-    monkeypatch.setattr(report_module, "_png", counted)
+    monkeypatch.setattr(render, "png", counted)
     rng = np.random.default_rng(0)
     samples = [{"duration": d, "gaze_lr_yaw_r": r, "gaze_yaw_range": 40 * r, "gaze_vergence_offset": -12.5 * r,
                 "gaze_mouth_r": 0.1} for d, r in zip(rng.uniform(2, 20, 50), rng.uniform(-0.3, 1, 50))]
