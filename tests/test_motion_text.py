@@ -213,7 +213,7 @@ def test_minilm_gives_the_rows_and_weights_hash_sentence_transformers_gave():
 
     from posetalk_data.text_encoders import text_encoder
     from posetalk_data.weights import state_dict_sha256
-    from posetalk_models.generate.pose import FeatureMismatch, run_text_encoder
+    from posetalk_models.generate.pose import FeatureMismatch, check_same, run_text_encoder
 
     prompts = ["nods", "The head turns left, then keeps still while the person speaks calmly.", "x " * 300,
                "A woman talks with small head movements and a slight tilt to the right."] * 3
@@ -226,5 +226,7 @@ def test_minilm_gives_the_rows_and_weights_hash_sentence_transformers_gave():
     legacy = {**{k: v for k, v in ours.items() if k not in ("transformers", "pooling", "max_tokens")},
               "encoder": "sentence-transformers", "sentence_transformers": "6.2.0"}
     assert run_text_encoder({"features": {"text": {"versions": legacy}}}).name == "minilm"
+    check_same("text", ours, legacy)        # a run trained now, a held-out manifest built before (and back)
+    check_same("text", legacy, ours)
     with pytest.raises(FeatureMismatch, match="weights_sha256"):
         run_text_encoder({"features": {"text": {"versions": {**legacy, "weights_sha256": "0" * 64}}}})

@@ -64,6 +64,10 @@ def text_encoder_for(record: dict, *, local_path: str | None = None) -> TextEnco
 
 
 def check_same(role: str, recorded: dict, actual: dict) -> None:
+    if LEGACY_MINILM in (recorded.get("encoder"), actual.get("encoder")):
+        # the same rows, once computed by the sentence-transformers package: all but the implementation compared
+        recorded, actual = ({k: v for k, v in versions.items() if k not in MINILM_IMPLEMENTATION}
+                            for versions in (recorded, actual))
     keys = (set(recorded) | set(actual)) - LOCATION_KEYS
     diff = {k: (recorded.get(k), actual.get(k)) for k in sorted(keys) if recorded.get(k) != actual.get(k)}
     if diff:
@@ -84,11 +88,7 @@ def run_text_encoder(sidecar: dict, weights: str | None = None) -> TextEncoder:
     """The text encoder a run was trained with, checked against its record (FeatureMismatch otherwise)."""
     record = sidecar["features"]["text"]["versions"]
     encoder = text_encoder_for(record, local_path=weights)
-    actual = encoder.versions()
-    if record["encoder"] == LEGACY_MINILM:      # the same rows, once computed by the sentence-transformers package
-        record, actual = ({k: v for k, v in versions.items() if k not in MINILM_IMPLEMENTATION}
-                          for versions in (record, actual))
-    check_same("text", record, actual)
+    check_same("text", record, encoder.versions())
     return encoder
 
 
