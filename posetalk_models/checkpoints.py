@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +16,7 @@ from torch import nn
 
 from posetalk_data.shards import sha256_file
 from posetalk_models import __version__
+from posetalk_models.run_paths import is_checkpoint
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -27,11 +27,6 @@ class CheckpointError(ValueError):
 
 class StageMismatch(ValueError):
     """A frozen stage named on the command line is not the copy the run folder was started over."""
-
-
-def is_checkpoint(name: str) -> bool:
-    """A model checkpoint's file name, step-N.safetensors (a GAN's step-N.disc.safetensors is not one)."""
-    return re.fullmatch(r"step-\d+\.safetensors", name) is not None
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

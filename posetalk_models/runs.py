@@ -19,7 +19,8 @@ from typing import Callable
 from torch import nn
 
 from posetalk_data import storage
-from posetalk_models.checkpoints import copy_stage, is_checkpoint, load_model, require_checkpoint
+from posetalk_models.checkpoints import copy_stage, load_model, require_checkpoint
+from posetalk_models.run_paths import is_checkpoint, run_folder
 from posetalk_models.nets.cascade import STAGES, Cascade, build_stage
 from posetalk_models.nets.pld import PLDConfig, PoseLatentDiffusion
 from posetalk_models.nets.syncnet import SyncExpert, SyncExpertConfig
@@ -100,7 +101,7 @@ def fetched(run: str | Path) -> str | Path:
     checkpoint is fetched anew; an unchanged one is not fetched twice). A local run is returned as it is."""
     if not storage.is_url(run):
         return run
-    url, folder = str(run).rstrip("/"), _store_folder(run)
+    url, folder = str(run).rstrip("/"), str(run_folder(run)).rstrip("/")
     names = None if url.endswith(".safetensors") else storage.listdir(folder)
     checkpoint = storage.name(url) if names is None else max((n for n in names if is_checkpoint(n)), default=None)
     if checkpoint is None:
@@ -127,12 +128,6 @@ def fetched(run: str | Path) -> str | Path:
     return dest
 
 
-def _store_folder(url: str | Path) -> str:
-    """The run folder of a store URL naming a run folder or one of its checkpoints."""
-    url = str(url).rstrip("/")
-    return storage.parent(url) if url.endswith(".safetensors") else url
-
-
 @contextlib.contextmanager
 def _named_as(local: Path, folder_url: str):
     """Errors about a fetched run's local copy name the store's files instead (what the user gave)."""
@@ -156,7 +151,7 @@ def load_run(run: str | Path, *, kinds: tuple[str, ...] | None = None, device="c
     if not storage.is_url(run):
         return _load_local(run, kinds=kinds, device=device, flag=flag)
     local = fetched(run)
-    with _named_as(local, _store_folder(run)):
+    with _named_as(local, str(run_folder(run)).rstrip("/")):
         return _load_local(local, kinds=kinds, device=device, flag=flag)
 
 

@@ -111,3 +111,16 @@ def test_console_commands_freeze_the_collector_before_exit_and_keep_their_exit_c
     bad = subprocess.run([sys.executable, "-c", check, scripts["posetalk-data"], "build", "--src", "nonesuch"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "frozen True" in bad.stdout, (bad.stdout[-300:], bad.stderr[-500:])
+
+
+def test_run_names_are_read_without_torch():
+    """The commands' output checks ask which folder a run argument names before any model loads: run_paths answers
+    without importing torch (seconds before a one-line error), for a folder, a checkpoint, a store URL or none."""
+    code = ("import sys; from pathlib import Path; from posetalk_models.run_paths import is_checkpoint, run_folder\n"
+            "print(run_folder('s3://b/runs/coarse/step-00000010.safetensors'), run_folder('s3://b/runs/coarse/'),\n"
+            "      run_folder(Path('runs/coarse/step-00000010.safetensors')), run_folder(Path('runs/coarse')),\n"
+            "      run_folder(None), is_checkpoint('step-00000010.safetensors'),\n"
+            "      is_checkpoint('step-00000010.disc.safetensors'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.split() == ["s3://b/runs/coarse", "s3://b/runs/coarse/", "runs/coarse", "runs/coarse", "None", "True",
+                           "False", "False"]

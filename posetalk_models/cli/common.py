@@ -52,14 +52,6 @@ def check_device(device: str) -> None:
         fail(f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is false); use --device cpu")
 
 
-def run_folder(run) -> "str | Path | None":
-    """What a run argument (a path or a store URL) makes the command read: the whole run folder, also when one
-    checkpoint is named."""
-    from posetalk_data import storage
-
-    return storage.parent(run) if run is not None and str(run).endswith(".safetensors") else run
-
-
 @contextlib.contextmanager
 def loading_run(run: Path, flag: str):
     """A run that fails to load for a reason the loader does not name (a damaged file): one line naming the run."""

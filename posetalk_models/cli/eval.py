@@ -21,7 +21,8 @@ import typer
 from posetalk_data import storage
 from posetalk_data.cli_output import run_command
 
-from posetalk_models.cli.common import check_device, check_manifest, fail, location, run_folder, user_errors
+from posetalk_models.cli.common import check_device, check_manifest, fail, location, user_errors
+from posetalk_models.run_paths import run_folder
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)

@@ -19,8 +19,8 @@ from posetalk_data import storage
 from posetalk_data.cli_output import run_command
 from posetalk_data.shards import sha256_file
 
-from posetalk_models.cli.common import (check_device, fail, input_file, loading_run, location, run_folder,
-                                        user_errors)
+from posetalk_models.cli.common import check_device, fail, input_file, loading_run, location, user_errors
+from posetalk_models.run_paths import run_folder
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
