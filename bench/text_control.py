@@ -67,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posetalk_data.media import npy_bytes
+from posetalk_data.members import npy_bytes
 from posetalk_data.schema import AUDIO_RATE, SCHEMA_VERSION, VIDEO_FPS, sample_key
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # everything here is local; never reach for the hub

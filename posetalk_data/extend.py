@@ -20,7 +20,7 @@ import numpy as np
 from . import storage
 from .config import PipelineConfig
 from .reading import ManifestError, load_manifest, open_shard, safe_samples, shard_location
-from .media import flac_samples, npy_bytes
+from .members import flac_samples, npy_bytes
 from .shards import write_tar
 from .verify import shard_checksum
 from .stages.features import clip_text, make_speech_backend, make_text_encoder, speech_layer, text_layer

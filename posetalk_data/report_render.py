@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure  # the OO API renders with Agg and keeps no global pyplot state
 
 from .geometry import euler_to_rotation
-from .media import mp4_frames
+from .members import mp4_frames
 
 THUMB_PX = 192
 AXIS_COLOURS = ((0, 0, 230), (0, 170, 0), (230, 60, 0))  # BGR: face x (red), y (green), z / nose (blue)

@@ -1,4 +1,4 @@
-"""The video generator's frames at any --size: decoded at the stored crop size and resized (media.mp4_frames), since
+"""The video generator's frames at any --size: decoded at the stored crop size and resized (members.mp4_frames), since
 decord's own scaled decoding fails at some sizes (48 px from a 64 px crop)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from posetalk_data.media import mp4_frames
+from posetalk_data.members import mp4_frames
 from posetalk_data.reading import read_samples
 from posetalk_models.data.frames import FrameConfig, frame_loader
 

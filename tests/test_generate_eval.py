@@ -156,7 +156,7 @@ def evaluated(video_runs, video_build, tmp_path_factory):
 
 def test_real_against_itself_is_perfect_and_static_is_the_floor(evaluated, video_build):
     from posetalk_data.reading import read_samples
-    from posetalk_data.media import mp4_frames
+    from posetalk_data.members import mp4_frames
 
     out, result = evaluated
     rows = result["rows"]
@@ -187,7 +187,7 @@ def test_eval_cli_scores_other_methods_videos_and_weights_given_by_path(video_ru
 
     from posetalk_data.reading import read_samples
     from posetalk_models.cli.eval import app
-    from posetalk_data.media import mp4_frames
+    from posetalk_data.members import mp4_frames
     from posetalk_models.generate.render import write_video
     from posetalk_models.nets.syncnet_v2 import SyncNetV2
 

@@ -226,7 +226,8 @@ def test_backends_pickle_before_setup(model_dirs):
 
 def test_wav_and_flac_round_trip(tmp_path):
     """read_wav reads extract_audio's WAV directly as ffmpeg would, and flac_bytes keeps every sample."""
-    from posetalk_data.media import _run, flac_bytes, safe_path
+    from posetalk_data.media import _run, safe_path
+    from posetalk_data.members import flac_bytes
 
     if not SHARED.is_dir():
         pytest.skip(f"shared sample media not found at {SHARED}")

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from posetalk_models.train.config import load_train_config, shipped
-from posetalk_data.media import mp4_frames
+from posetalk_data.members import mp4_frames
 from posetalk_models.data.frames import TOPOLOGIES, FrameConfig, frame_loader, masks
 from posetalk_models.runs import load_cascade
 from posetalk_models.data.stream import npy

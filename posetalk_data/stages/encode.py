@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from ..config import PipelineConfig
-from ..media import npy_bytes
+from ..members import npy_bytes
 from ..schema import AUDIO_RATE, SCHEMA_VERSION, VIDEO_FPS, ClipRecord, Member
 from .base import ClipFailure, Resources, Stage
 

@@ -7,7 +7,7 @@ model workers of posetalk_data.runner.WorkerPool.
 """
 from __future__ import annotations
 
-from ..media import flac_bytes
+from ..members import flac_bytes
 from ..schema import AUDIO_RATE, ClipRecord, Member
 from .base import Resources, Stage
 

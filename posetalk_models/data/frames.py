@@ -1,7 +1,7 @@
 """Frames for the video generator, cut from a manifest's clips by the shared shard stream (posetalk_models.data.stream).
 
 Each clip's `video.mp4` is decoded once, from the shard's bytes, at its stored size and resized to the training
-size (posetalk_data.media.mp4_frames: decord's own scaling fails at some sizes), and several items are cut from
+size (posetalk_data.members.mp4_frames: decord's own scaling fails at some sizes), and several items are cut from
 it. A generator item is a source frame and T = `targets` consecutive target frames of the same
 clip, with what drives them:
 
@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 
 from posetalk_data.config import Section
-from posetalk_data.media import mp4_frames
+from posetalk_data.members import mp4_frames
 from posetalk_data.reading import read_samples
 
 from posetalk_models.data.windows import DataConfig, resolve_features

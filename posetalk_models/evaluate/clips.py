@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from posetalk_data.media import flac_samples, mp4_frames, read_frames, resize_frames
+from posetalk_data.media import read_frames
+from posetalk_data.members import flac_samples, mp4_frames, resize_frames
 from posetalk_data.reading import read_samples
 from posetalk_data.schema import VIDEO_FPS
 

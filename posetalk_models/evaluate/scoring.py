@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posetalk_data.media import resize_frames
+from posetalk_data.members import resize_frames
 from posetalk_data.schema import VIDEO_FPS
 
 from posetalk_models.evaluate import metrics as vm

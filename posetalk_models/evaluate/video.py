@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posetalk_data.media import resize_frames
+from posetalk_data.members import resize_frames
 from posetalk_data.reading import load_manifest
 
 from posetalk_models.evaluate import metrics as vm
