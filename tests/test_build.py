@@ -343,3 +343,19 @@ def test_audio_that_fails_in_the_decode_is_dropped_with_the_audio_reason(samples
     record = processor(VideoSpec("folder", "d10", str(samples / "videos" / "liveportrait_d10.mp4"))).records[0]
     assert not record.ok and list(record.errors.values())[0].startswith("audio: audio extraction failed"), \
         record.errors
+
+
+def test_the_drivers_versions_name_mediapipe_without_importing_it():
+    """The video stages' versions (asked by the driver before the first shard) come from the packages' metadata:
+    importing mediapipe, and matplotlib with it, cost the driver 0.7 CPU s while the workers ran."""
+    import sys
+    from importlib.metadata import version
+
+    code = ("import sys, json; from posetalk_data.config import load_config\n"
+            "from posetalk_data.pipeline import VideoProcessor\n"
+            "v = VideoProcessor(load_config(None, [])).versions('video')\n"
+            "print(json.dumps([v['face_detector'], v['face_mesh'], v['scene_cuts'], 'mediapipe' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    detector, mesh, cuts, imported = json.loads(out)
+    assert f"mediapipe {version('mediapipe')} face_detection" in detector and f"mediapipe {version('mediapipe')}" in mesh
+    assert cuts.startswith(f"scenedetect {version('scenedetect')} ") and not imported

@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import importlib.util
 import math
+from importlib.metadata import version
 
 import cv2
 import numpy as np
@@ -113,13 +114,10 @@ class FaceTrackStage(Stage):
         self._mesh = MeshTracker()
 
     def versions(self) -> dict[str, str]:
-        import mediapipe as mp
-
-        import scenedetect
-
+        # from the installed packages' metadata: importing mediapipe (matplotlib with it) cost the driver 0.7 CPU s
         retry = " (else the other model)" if self.cfg.retry_other_detector else ""
-        return {"face_detector": f"mediapipe {mp.__version__} face_detection {self.cfg.detector}{retry}",
-                "scene_cuts": f"scenedetect {scenedetect.__version__} {self.cuts_cfg.detector}"}
+        return {"face_detector": f"mediapipe {version('mediapipe')} face_detection {self.cfg.detector}{retry}",
+                "scene_cuts": f"scenedetect {version('scenedetect')} {self.cuts_cfg.detector}"}
 
     def detect(self, record: ClipRecord, promised: int
                ) -> tuple[int, Detections, list[np.ndarray] | None, list[int]]:

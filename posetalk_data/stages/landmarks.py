@@ -8,6 +8,7 @@ encoded crops), loaded from the torch hub cache or a local file.
 """
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +128,7 @@ class LandmarksStage(Stage):
         self._ready = True
 
     def versions(self) -> dict[str, str]:
-        import mediapipe as mp
-
-        out = {"face_mesh": f"mediapipe {mp.__version__} face_mesh refine_landmarks (478 points)"}
+        out = {"face_mesh": f"mediapipe {version('mediapipe')} face_mesh refine_landmarks (478 points)"}
         if self.cfg.backend == "fan":
             import face_alignment
 
