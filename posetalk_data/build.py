@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -64,10 +65,10 @@ def process_started() -> float:
     return time.time() - age
 
 
-def import_in_background(*modules: str) -> None:
+def import_in_background(*modules: str, after: Callable[[], None] = lambda: None) -> None:
     """Import what the end of a build needs while the workers run, when this process is idle (webdataset, for
-    the shards, pulls in torch: 1.5 s)."""
-    threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True).start()
+    the shards, pulls in torch: 1.5 s), once `after()` returns."""
+    threading.Thread(target=lambda: [after(), *(importlib.import_module(m) for m in modules)], daemon=True).start()
 
 
 def preflight(processor: VideoProcessor) -> None:
@@ -168,9 +169,11 @@ def build(specs: list[VideoSpec], out, cfg: PipelineConfig, *, source: str, root
                       processor=processor)
     # what the end of the build imports, while the videos run: the report's matplotlib and what it reads the tables
     # with (pyarrow.dataset, which pulls in pandas: 0.3 s); in-process, webdataset for the shards. After Ray's start,
-    # which an import in this process would slow (ray.init waits on its GIL). Not decord: its import in a thread
+    # which an import in this process would slow (ray.init waits on its GIL), and after the video workers' setup,
+    # whose CPUs its 0.7 CPU s would share (the first video began 0.5 s later). Not decord: its import in a thread
     # crashed the process (segfault) beside the probe's PyAV.
-    import_in_background(f"{__package__}.report", "pyarrow.dataset", *(["webdataset"] if workers == 0 else []))
+    import_in_background(f"{__package__}.report", "pyarrow.dataset", *(["webdataset"] if workers == 0 else []),
+                         after=pool.wait_ready)
     written: dict[int, dict] = {}
     versions: dict[str, str] = {}
 

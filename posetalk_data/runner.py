@@ -79,6 +79,7 @@ class WorkerPool:
                  videos: int | None = None, processor: VideoProcessor | None = None):
         self.cfg, self.processor, self.actors, self.model_actors = cfg, None, [], []
         self.node_refs: dict = {}           # actor -> reference to its Ray node id
+        self.setup_refs: list = []          # the video actors' model setups
         self.writers: dict = {}             # node id -> its ShardWriter
         self.versions_ref = None
         self.plan = processor or VideoProcessor(cfg)    # the driver's stages: worker sizes and versions
@@ -103,11 +104,21 @@ class WorkerPool:
 
     def _start(self, cls, part: str):
         actor = cls.remote(self.cfg, part)
-        actor.setup.remote()            # the models load now, while the driver gets on with its part
+        setup = actor.setup.remote()    # the models load now, while the driver gets on with its part
+        if part != "models":
+            self.setup_refs.append(setup)
         if part == "models" and self.versions_ref is None:  # asked now: answered with the models loaded, before
             self.versions_ref = actor.versions.remote()     # any clip of theirs
         self.node_refs[actor] = actor.node_id.remote()   # asked now: an actor answers in order, before any work
         return actor
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the video workers have set up their models (or failed to, or `timeout` s passed)."""
+        try:
+            if self.setup_refs:
+                self.ray.wait(self.setup_refs, num_returns=len(self.setup_refs), timeout=timeout)
+        except Exception:       # the pool closed meanwhile (a build that ended early): nothing to wait for
+            pass
 
     def model_workers(self) -> list:
         """The model actors, started on first use (the first clips for them, or the versions check)."""
