@@ -357,5 +357,6 @@ def test_the_drivers_versions_name_mediapipe_without_importing_it():
             "print(json.dumps([v['face_detector'], v['face_mesh'], v['scene_cuts'], 'mediapipe' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     detector, mesh, cuts, imported = json.loads(out)
-    assert f"mediapipe {version('mediapipe')} face_detection" in detector and f"mediapipe {version('mediapipe')}" in mesh
+    named = f"mediapipe {version('mediapipe')}"
+    assert detector.startswith(f"{named} face_detection") and mesh.startswith(f"{named} face_mesh")
     assert cuts.startswith(f"scenedetect {version('scenedetect')} ") and not imported
