@@ -175,8 +175,9 @@ class MiniLMText(TextEncoder):
 
         model = AutoModel.from_pretrained(str(folder)).eval()
         version = metadata.version(self.package) if not self.local_dir else None
+        # hashed under the names sentence-transformers' wrapping (6.x) gave them: runs' recorded hash still matches
         self._info = {"model": self.model_id, "revision": f"{self.package}=={version}" if version else None,
-                      "source": source, "weights_sha256": state_dict_sha256(_Named(model, "0.model."))}
+                      "source": source, "weights_sha256": state_dict_sha256(model, prefix="0.model.")}
         self._device, self._max_tokens = _device(self.device), max_tokens
         self._tokenizer, self._model = AutoTokenizer.from_pretrained(str(folder)), model.to(self._device)
 
@@ -217,17 +218,6 @@ class MiniLMText(TextEncoder):
                 "max_tokens": self._max_tokens, "normalized": True, "dtype": "float16",
                 "transformers": metadata.version("transformers"),
                 "weights_hash": "sha256 over the model's state dict (name, dtype, shape, bytes; sorted by name)"}
-
-
-class _Named:
-    """A module's state dict under the names another wrapper gives it (the weights hash sentence-transformers'
-    wrapping (6.x: "0.model.") gave, so a run's recorded hash still names the same weights)."""
-
-    def __init__(self, module, prefix: str):
-        self.module, self.prefix = module, prefix
-
-    def state_dict(self) -> dict:
-        return {self.prefix + name: tensor for name, tensor in self.module.state_dict().items()}
 
 
 def text_encoder(name: str, **options) -> TextEncoder:

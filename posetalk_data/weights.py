@@ -138,8 +138,9 @@ def has_hf_weights(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any((folder / f).is_file() for f in HF_WEIGHT_FILES)
 
 
-def state_dict_sha256(module) -> str:
-    """sha256 over a torch module's state dict: per tensor, sorted by name, its name, dtype, shape and bytes.
+def state_dict_sha256(module, prefix: str = "") -> str:
+    """sha256 over a torch module's state dict: per tensor, sorted by name, its name (after `prefix`: the names a
+    wrapping module would give them), dtype, shape and bytes.
 
     Hashing the loaded tensors (not the files) identifies the weights actually used, whatever the file format
     (.bin or .safetensors) or the unused heads a checkpoint also carries. Call it before any fp16 cast."""
@@ -147,7 +148,7 @@ def state_dict_sha256(module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(f"{prefix}{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
