@@ -47,13 +47,17 @@ def video_frames(record: ClipRecord, fps: int = 25, size: tuple[int, int] | None
 
 def audio_file(record: ClipRecord) -> Path:
     """The clip's audio file, written now if it is still only planned (the video's decode did not write it)."""
-    plan = record.audio_plan
-    if plan is not None and not record.audio.exists():
-        try:
-            extract_audio(plan.source, record.audio, rate=plan.rate, start=plan.start, duration=plan.duration)
-        except MediaError as err:
-            raise ClipFailure(f"audio: {err}") from None
+    if record.audio_plan is not None and not record.audio.exists():
+        write_audio(record.audio_plan, record.audio)
     return record.audio
+
+
+def write_audio(plan: AudioPlan, out: Path) -> None:
+    """The planned span's audio extracted to `out` now; a failure is the clip's, with ffmpeg's reason."""
+    try:
+        extract_audio(plan.source, out, rate=plan.rate, start=plan.start, duration=plan.duration)
+    except MediaError as err:
+        raise ClipFailure(f"audio: {err}") from None
 
 
 def audio_source(record: ClipRecord, wav_beside: bool) -> Path | None:
@@ -101,9 +105,6 @@ class NormaliseStage(Stage):
         if source == Path(record.spec.path) and record.frames is None:
             record.audio_plan = plan            # written by the video's first decode (facetrack), else audio_file
         else:
-            try:
-                extract_audio(source, record.audio, rate=plan.rate, start=plan.start, duration=plan.duration)
-            except MediaError as err:
-                raise ClipFailure(f"audio: {err}") from None
+            write_audio(plan, record.audio)
         record.meta["audio_source"] = "video" if source == Path(record.spec.path) else source.name
         return record
