@@ -240,7 +240,9 @@ def whole_set_runs(shapes: dict[str, list[Path]], work: Path, extra: list[str], 
           f"{timings.get('startup_seconds', float('nan')):.1f} s; runs (s): " +
           "; ".join(f"{k} {', '.join(f'{v:.1f}' for v in vs)}" for k, vs in rows.items()))
     # what the 0.6 target leaves for the work the floor does not do, against what this build spent on it
-    stages = {k: v for k, v in timings.items() if k not in ("frames", "wall_seconds", "startup_seconds")}
+    from posetalk_data.report import TIMING_EXTRAS
+
+    stages = {k: v for k, v in timings.items() if k not in TIMING_EXTRAS}
     others = sum(v for k, v in stages.items() if k != "facetrack") / cores
     print(f"  0.6 of the limit leaves {med['limit'] / 0.6 - med['floor']:.1f} s beyond the floor for all the build "
           f"does besides decode, mesh, crop and encode; this build: start-up {timings.get('startup_seconds', 0):.1f} "
